@@ -1,0 +1,1 @@
+"""Deployment export of the CLID snapshot ensemble."""

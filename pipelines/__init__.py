@@ -1,0 +1,1 @@
+"""Input pipelines: datasets, label-noise injection and the streams CLIDMUModel.fit reads."""

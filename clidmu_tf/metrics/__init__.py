@@ -1,0 +1,3 @@
+from clidmu_tf.metrics.clid import CLID
+
+__all__ = ["CLID"]

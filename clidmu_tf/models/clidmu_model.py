@@ -302,8 +302,21 @@ class CLIDMUModel(keras.Model):
             scaled_loss = loss * scale
         return tape.gradient(scaled_loss, logits), loss
 
-    def _meta_update(self, train_tape, outputs, labels, x_meta, y_meta):
-        """Virtual step, then the meta-model's update from the meta loss; returns the loss."""
+    def meta_gradients(self, train_tape, outputs, labels, x_meta, y_meta=None):
+        """The virtual step and the meta loss's gradient with respect to the meta-model.
+
+        Args:
+            train_tape: a persistent `tf.GradientTape` that recorded `outputs`.
+            outputs: the backbone's training-mode outputs on the training batch.
+            labels: the training batch's (noisy) labels, `[B]` int32.
+            x_meta: the meta batch's inputs.
+            y_meta: the meta batch's labels, for the objectives that read them.
+
+        Returns:
+            `(meta_loss, gradients)`, the gradients aligned with
+            `meta_model.trainable_variables` (scaled for the meta optimiser and for the
+            number of replicas, as `optimizer.apply` expects).
+        """
         backbone_variables = self.backbone.trainable_variables
         learning_rate = ops.cast(self.optimizer.learning_rate, "float32")
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -328,9 +341,12 @@ class CLIDMUModel(keras.Model):
             )
             meta_loss = self._meta_loss(meta_outputs, y_meta)
             scaled_meta_loss = self.meta_optimizer.scale_loss(meta_loss / replicas)
-        meta_variables = self.meta_model.trainable_variables
-        meta_gradients = meta_tape.gradient(scaled_meta_loss, meta_variables)
-        self.meta_optimizer.apply(meta_gradients, meta_variables)
+        meta_gradients = meta_tape.gradient(scaled_meta_loss, self.meta_model.trainable_variables)
+        return meta_loss, meta_gradients
+
+    def _meta_update(self, train_tape, outputs, labels, x_meta, y_meta):
+        meta_loss, meta_gradients = self.meta_gradients(train_tape, outputs, labels, x_meta, y_meta)
+        self.meta_optimizer.apply(meta_gradients, self.meta_model.trainable_variables)
         return meta_loss
 
     def _skip_meta_update(self):
@@ -346,10 +362,71 @@ class CLIDMUModel(keras.Model):
                 f"than one replica. Received: meta_every={self.meta_every}, "
                 f"{replicas} replicas"
             )
+        self._check_fit_data(x, y)
         if self.compiled:
             with self.distribute_strategy.scope():
                 self.build_optimizers()
         return super().fit(x, y, **kwargs)
+
+    def _expected_structure(self):
+        return {
+            "clid": "((x, y), x_meta)",
+            "none": "(x, y)",
+        }.get(self.meta_objective, "((x, y), (x_meta, y_meta))")
+
+    def _check_fit_data(self, x, y):
+        """Checks the structure and the first batch of `fit` data before any training."""
+        if self.meta_objective == "none" and not isinstance(x, tf.data.Dataset):
+            if y is not None:
+                self._check_labels(np.asarray(y), "y")
+            return
+        if not isinstance(x, tf.data.Dataset):
+            raise ValueError(
+                f"With meta_objective={self.meta_objective!r}, `fit` reads a tf.data.Dataset "
+                f"whose elements are {self._expected_structure()} (see "
+                "clidmu_tf.pipelines.make_training_data). Received: x of type "
+                f"{type(x).__name__}"
+            )
+        try:
+            first = next(iter(x.take(1)))
+        except StopIteration:
+            raise ValueError("Received an empty dataset: `fit` needs at least one batch.")
+        try:
+            batch_x, labels, x_meta, y_meta = self._unpack(first)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"With meta_objective={self.meta_objective!r}, each element of the dataset must "
+                f"be {self._expected_structure()}. Received an element with structure "
+                f"{tf.nest.map_structure(lambda t: tuple(t.shape), first)}"
+            )
+        if len(labels.shape) > 1 and not (len(labels.shape) == 2 and labels.shape[1] == 1):
+            raise ValueError(
+                "Labels must be integer class ids of shape [batch] (sparse). Received: y.shape="
+                f"{tuple(labels.shape)}"
+            )
+        if labels.shape[0] != batch_x.shape[0]:
+            raise ValueError(
+                f"`x` and `y` of a batch must have the same length. Received: x.shape="
+                f"{tuple(batch_x.shape)}, y.shape={tuple(labels.shape)}"
+            )
+        self._check_labels(labels.numpy(), "y")
+        if x_meta is not None:
+            meta_size = tf.nest.flatten(x_meta)[0].shape[0]
+            if self.meta_objective == "clid" and meta_size < 2:
+                raise ValueError(
+                    "CLID compares the samples of a meta batch with each other and needs at "
+                    f"least 2 per batch. Received: meta batch size {meta_size}"
+                )
+        if y_meta is not None:
+            self._check_labels(y_meta.numpy(), "y_meta")
+
+    def _check_labels(self, labels, name):
+        labels = labels.reshape(-1)
+        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(
+                f"Labels `{name}` must lie in [0, {self.num_classes}). Received: values from "
+                f"{labels.min()} to {labels.max()}"
+            )
 
     def train_step(self, data):
         x, y, x_meta, y_meta = self._unpack(data)

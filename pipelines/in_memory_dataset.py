@@ -1,0 +1,122 @@
+"""A labelled dataset held in NumPy arrays, with its train and test splits."""
+
+import dataclasses
+
+import numpy as np
+
+from clidmu_tf.pipelines.augmentation import Augmentation
+from clidmu_tf.pipelines.noise import check_labels
+from clidmu_tf.validation import invalid_value
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class InMemoryDataset:
+    """Arrays for training and evaluation, as `load_dataset` and friends return them.
+
+    Images are kept compact: `uint8` arrays stand for pixels in [0, 255] and are scaled to
+    [0, 1] when read (`inputs`, and the `tf.data` streams); floating-point arrays are used
+    as they are.
+
+    Attributes:
+        name: str, the dataset's name.
+        x_train: array `[N, ...]`, the training inputs.
+        y_train: int32 array `[N]`, the training labels as the source gives them (the human
+            labels for CIFAR-N).
+        x_test: array `[M, ...]`, the evaluation inputs.
+        y_test: int32 array `[M]`, the clean evaluation labels.
+        num_classes: int.
+        class_names: tuple of str, or None.
+        y_train_clean: int32 array `[N]`, the true training labels where `y_train` is known
+            to be noisy (CIFAR-N), else None (`y_train` is then taken as clean).
+        augmentation: str, the recipe `Augmentation.from_recipe` knows that suits this
+            data by default.
+        class_map: the `corrupt_labels` asymmetric map for this data (`"cifar10"`,
+            `"mnist"`, a dict), or None.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    class_names: tuple | None = None
+    y_train_clean: np.ndarray | None = None
+    augmentation: str = "none"
+    class_map: str | dict | None = None
+
+    def __post_init__(self):
+        if self.augmentation not in Augmentation.RECIPES:
+            raise invalid_value(
+                "augmentation", f"one of {sorted(Augmentation.RECIPES)}", self.augmentation
+            )
+        for split in ("train", "test"):
+            x = np.asarray(getattr(self, f"x_{split}"))
+            if x.dtype == object or x.ndim < 2:
+                raise ValueError(
+                    f"Received an invalid value for `x_{split}`, expected a numeric array of "
+                    f"shape [N, ...]. Received: x_{split} of dtype {x.dtype} and shape {x.shape}"
+                )
+            y = check_labels(
+                getattr(self, f"y_{split}"), num_classes=self.num_classes, name=f"y_{split}"
+            )
+            _check_same_length(f"x_{split}", x, f"y_{split}", y)
+            object.__setattr__(self, f"x_{split}", x)
+            object.__setattr__(self, f"y_{split}", y)
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise ValueError(
+                "`x_train` and `x_test` must hold samples of the same shape. Received: "
+                f"{self.x_train.shape[1:]} and {self.x_test.shape[1:]}"
+            )
+        if self.y_train_clean is not None:
+            clean = check_labels(
+                self.y_train_clean, num_classes=self.num_classes, name="y_train_clean"
+            )
+            _check_same_length("y_train", self.y_train, "y_train_clean", clean)
+            object.__setattr__(self, "y_train_clean", clean)
+        if self.class_names is not None:
+            names = tuple(str(name) for name in self.class_names)
+            if len(names) != self.num_classes:
+                raise ValueError(
+                    f"`class_names` must name all {self.num_classes} classes. Received: "
+                    f"{len(names)} names"
+                )
+            object.__setattr__(self, "class_names", names)
+
+    @property
+    def input_shape(self):
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def pixel_scale(self):
+        """The factor that maps stored values to model inputs (1/255 for uint8 pixels)."""
+        return 1.0 / 255.0 if self.x_train.dtype == np.uint8 else 1.0
+
+    @property
+    def clean_train_labels(self):
+        """The true training labels: `y_train_clean` when known, else `y_train`."""
+        return self.y_train if self.y_train_clean is None else self.y_train_clean
+
+    def inputs(self, indices=None, *, split="train"):
+        """Float32 model inputs of the `split` samples at `indices` (all by default)."""
+        if split not in ("train", "test"):
+            raise invalid_value("split", "'train' or 'test'", split)
+        x = getattr(self, f"x_{split}")
+        if indices is not None:
+            x = x[indices]
+        return (x.astype(np.float32) * np.float32(self.pixel_scale)).astype(np.float32)
+
+    def __repr__(self):
+        return (
+            f"InMemoryDataset(name={self.name!r}, train={len(self.y_train)}, "
+            f"test={len(self.y_test)}, input_shape={self.input_shape}, "
+            f"num_classes={self.num_classes})"
+        )
+
+
+def _check_same_length(x_name, x, y_name, y):
+    if len(x) != len(y):
+        raise ValueError(
+            f"`{x_name}` and `{y_name}` must have the same length. "
+            f"Received: len({x_name})={len(x)}, len({y_name})={len(y)}"
+        )

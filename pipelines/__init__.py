@@ -1,1 +1,47 @@
-"""Input pipelines: datasets, label-noise injection and the streams CLIDMUModel.fit reads."""
+"""Input pipelines: datasets, label-noise injection and the streams CLIDMUModel.fit reads.
+
+- Noise: `corrupt_labels` (every standard recipe), `transition_matrix`, `noise_report`,
+  `NoiseReport`, and `apply_label_noise` for a `tf.data` pipeline.
+- Data: `load_dataset` (names in `list_datasets()`; `digits` and `mnist_5k` work offline),
+  `load_image_folder`, `from_arrays`, `read_human_labels`, all giving `InMemoryDataset`s.
+- Streams: `make_training_data` returns a `TrainingData` whose `.train` goes to `fit`.
+- Augmentation: `Augmentation` (flip, padded crop, RandAugment, cutout) inside `tf.data`.
+"""
+
+from clidmu_tf.pipelines.augmentation import Augmentation
+from clidmu_tf.pipelines.datasets import from_arrays
+from clidmu_tf.pipelines.datasets import list_datasets
+from clidmu_tf.pipelines.datasets import load_dataset
+from clidmu_tf.pipelines.datasets import load_image_folder
+from clidmu_tf.pipelines.in_memory_dataset import InMemoryDataset
+from clidmu_tf.pipelines.noise import NOISE_KINDS
+from clidmu_tf.pipelines.noise import corrupt_labels
+from clidmu_tf.pipelines.noise import noise_report
+from clidmu_tf.pipelines.noise import transition_matrix
+from clidmu_tf.pipelines.noise_report import NoiseReport
+from clidmu_tf.pipelines.splits import stratified_split
+from clidmu_tf.pipelines.streams import META_OBJECTIVES
+from clidmu_tf.pipelines.streams import apply_label_noise
+from clidmu_tf.pipelines.streams import make_training_data
+from clidmu_tf.pipelines.tfds_datasets import read_human_labels
+from clidmu_tf.pipelines.training_data import TrainingData
+
+__all__ = [
+    "META_OBJECTIVES",
+    "NOISE_KINDS",
+    "Augmentation",
+    "InMemoryDataset",
+    "NoiseReport",
+    "TrainingData",
+    "apply_label_noise",
+    "corrupt_labels",
+    "from_arrays",
+    "list_datasets",
+    "load_dataset",
+    "load_image_folder",
+    "make_training_data",
+    "noise_report",
+    "read_human_labels",
+    "stratified_split",
+    "transition_matrix",
+]

@@ -1,0 +1,448 @@
+"""The `tf.data` streams: training, meta and evaluation, and label noise inside a pipeline."""
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+from clidmu_tf.pipelines.augmentation import Augmentation
+from clidmu_tf.pipelines.datasets import load_dataset
+from clidmu_tf.pipelines.in_memory_dataset import InMemoryDataset
+from clidmu_tf.pipelines.noise import NOISE_KINDS, check_labels, corrupt_labels, noise_report
+from clidmu_tf.pipelines.splits import stratified_split
+from clidmu_tf.pipelines.training_data import TrainingData
+from clidmu_tf.validation import check_choice, check_positive_int, invalid_value
+
+META_OBJECTIVES = ("clid", "ce_clean", "ce_noisy", "mae_noisy", "none")
+# The paper's meta set: 1000 samples. Small datasets get a fifth of their training set.
+PAPER_META_SIZE = 1000
+
+
+def make_training_data(
+    dataset="digits",
+    *,
+    meta_objective="clid",
+    noise=None,
+    noise_rate=None,
+    noise_transition=None,
+    class_map=None,
+    meta_size=None,
+    batch_size=100,
+    meta_batch_size=None,
+    eval_batch_size=None,
+    labeled_fraction=None,
+    train_size=None,
+    augment="auto",
+    augment_meta=True,
+    seed=0,
+    data_dir=None,
+):
+    """Builds the training, meta and evaluation streams that `CLIDMUModel.fit` reads.
+
+    Steps: load the data; inject label noise into the clean training labels (`noise`),
+    drawn once from `seed` and aligned by index; choose the meta set; build the streams.
+
+    The meta set depends on `meta_objective`:
+
+    - `"clid"`: a seeded random subset of the noisy training set. The samples stay in
+      training; the meta stream drops their labels.
+    - `"ce_clean"`: a class-balanced subset (by the true labels) removed from training,
+      with its clean labels (the classical clean-meta-set oracle).
+    - `"ce_noisy"`, `"mae_noisy"`: a class-balanced subset (by the noisy labels) removed
+      from training, with its noisy labels.
+    - `"none"`: plain training, no meta stream; the meta set is still chosen as for
+      `"clid"` (`meta_inputs`), for callbacks that score it.
+
+    Semi-supervised mode (`labeled_fraction`): a stratified `labeled_fraction` of the
+    training set keeps its (noisy) labels and forms the training stream; the unlabeled
+    rest feeds the meta set. It applies to `"clid"` and `"none"`, the objectives that read
+    no meta labels.
+
+    The training stream is shuffled (reshuffled each epoch, reproducibly from `seed`),
+    augmented per batch, batched and prefetched; the meta stream is shuffled, repeated and
+    batched in `meta_batch_size` independently of it; the evaluation stream is in order,
+    un-augmented, with clean labels.
+
+    Args:
+        dataset: a name for `load_dataset` or an `InMemoryDataset`.
+        meta_objective: one of `"clid"`, `"ce_clean"`, `"ce_noisy"`, `"mae_noisy"`,
+            `"none"`.
+        noise: None (train with the labels as they are, e.g. CIFAR-N's human labels) or
+            a `corrupt_labels` kind: `"symmetric"`, `"symmetric_exclusive"`,
+            `"asymmetric"`, `"cifar100_superclass"`, `"pair"`, `"random_flip"`,
+            `"instance"` (uses the images scaled to [0, 1] as features), `"transition"`.
+        noise_rate: float in [0, 1], the nominal rate (None for `"transition"`).
+        noise_transition: the `[K, K]` matrix for `noise="transition"`,
+            `T[i, j] = P(noisy = j | true = i)`.
+        class_map: the asymmetric map; defaults to the dataset's (`"cifar10"` for CIFAR-10,
+            `"mnist"` for digit datasets).
+        meta_size: int, the meta set's size; default `min(1000, N // 5)` for `N` training
+            samples (1000, the paper's size, for CIFAR).
+        batch_size: int, the training batch size (the paper: 100).
+        meta_batch_size: int, default `min(batch_size, meta_size)`.
+        eval_batch_size: int, default `batch_size`.
+        labeled_fraction: float in (0, 1) for semi-supervised mode, else None.
+        train_size: int, train on a seeded stratified subset of this many training samples
+            (small-scale studies); None keeps all.
+        augment: `"auto"` (the dataset's recipe: flip and crop for CIFAR, none for digits),
+            None or `"none"`, a recipe name of `Augmentation.RECIPES`, or an `Augmentation`.
+        augment_meta: bool, augment the meta stream like the training stream (as the
+            authors' code does, the meta set being drawn from the training data).
+        seed: int, seeds the noise (exactly as `corrupt_labels(..., seed=seed)`), the
+            splits, the shuffling and the augmentation.
+        data_dir: the tfds data directory when `dataset` is a tfds name.
+
+    Returns:
+        A `TrainingData`.
+
+    Raises:
+        ValueError: for invalid arguments, before any data is loaded where possible.
+
+    Example:
+
+    >>> data = make_training_data(
+    ...     "digits", noise="symmetric", noise_rate=0.4, meta_size=200, seed=0)
+    >>> (x, y), x_meta = next(iter(data.train))
+    >>> x.shape, y.dtype, x_meta.shape
+    (TensorShape([100, 8, 8, 1]), tf.int32, TensorShape([100, 8, 8, 1]))
+    """
+    check_choice("meta_objective", meta_objective, META_OBJECTIVES)
+    if noise is not None:
+        check_choice("noise", noise, NOISE_KINDS)
+    batch_size = check_positive_int("batch_size", batch_size)
+    for name, value in (
+        ("meta_size", meta_size),
+        ("meta_batch_size", meta_batch_size),
+        ("eval_batch_size", eval_batch_size),
+        ("train_size", train_size),
+    ):
+        if value is not None:
+            check_positive_int(name, value)
+    if labeled_fraction is not None:
+        if (
+            isinstance(labeled_fraction, bool)
+            or not isinstance(labeled_fraction, numbers.Real)
+            or not 0 < labeled_fraction < 1
+        ):
+            raise invalid_value("labeled_fraction", "a float in (0, 1) or None", labeled_fraction)
+        if meta_objective not in ("clid", "none"):
+            raise ValueError(
+                "Semi-supervised mode feeds the meta set from unlabeled samples, so it needs a "
+                "meta objective that reads no labels: 'clid' or 'none'. Received: "
+                f"meta_objective={meta_objective!r} with labeled_fraction={labeled_fraction}"
+            )
+    if not isinstance(augment_meta, bool):
+        raise invalid_value("augment_meta", "a bool", augment_meta)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise invalid_value("seed", "a non-negative integer", seed)
+    augmentation = _resolve_augmentation(augment, None)
+
+    if isinstance(dataset, str):
+        data = load_dataset(dataset, data_dir=data_dir)
+    elif isinstance(dataset, InMemoryDataset):
+        data = dataset
+    else:
+        raise invalid_value(
+            "dataset", "a dataset name or an InMemoryDataset", type(dataset).__name__
+        )
+    augmentation = _resolve_augmentation(augment, data)
+    augmentation.check_input_shape(data.input_shape)
+    split_seed, train_seed, meta_seed = (
+        int(state) for state in np.random.SeedSequence(seed).generate_state(3)
+    )
+    pool = np.arange(len(data.y_train))
+    if train_size is not None:
+        if train_size > len(pool):
+            raise invalid_value("train_size", f"an integer in [1, {len(pool)}]", train_size)
+        pool, _ = stratified_split(data.clean_train_labels, size=train_size, seed=split_seed)
+
+    clean = data.clean_train_labels
+    noisy, expected, kind = data.y_train, None, "none"
+    if data.y_train_clean is not None:
+        kind = "observed"
+    if noise is not None:
+        noisy, drawn = corrupt_labels(
+            clean,
+            kind=noise,
+            rate=noise_rate,
+            num_classes=data.num_classes,
+            seed=seed,
+            features=data.inputs() if noise == "instance" else None,
+            transition=noise_transition,
+            class_map=(class_map or data.class_map) if noise == "asymmetric" else class_map,
+        )
+        expected, kind = drawn.expected_transition, noise
+
+    train_indices, meta_indices = _split_meta(
+        pool,
+        clean=clean,
+        noisy=noisy,
+        meta_objective=meta_objective,
+        meta_size=meta_size,
+        labeled_fraction=labeled_fraction,
+        seed=split_seed,
+    )
+    meta_size = len(meta_indices)
+    meta_batch_size = min(batch_size, meta_size) if meta_batch_size is None else meta_batch_size
+    if meta_batch_size > meta_size:
+        raise invalid_value(
+            "meta_batch_size", f"an integer in [1, meta_size={meta_size}]", meta_batch_size
+        )
+    # The report covers the labels the training stream carries.
+    report = noise_report(
+        clean[train_indices],
+        noisy[train_indices],
+        num_classes=data.num_classes,
+        kind=kind,
+        rate=noise_rate if noise is not None else None,
+        expected_transition=expected,
+    )
+
+    images = tf.constant(data.x_train)
+    noisy_tensor = tf.constant(noisy)
+    train = _batches(
+        images,
+        noisy_tensor,
+        train_indices,
+        batch_size=batch_size,
+        scale=data.pixel_scale,
+        shuffle_seed=train_seed,
+        augmentation=augmentation,
+    )
+    meta_labels = {"ce_clean": clean, "ce_noisy": noisy, "mae_noisy": noisy}.get(meta_objective)
+    if meta_objective != "none":
+        meta = _batches(
+            images,
+            None if meta_labels is None else tf.constant(meta_labels),
+            meta_indices,
+            batch_size=meta_batch_size,
+            scale=data.pixel_scale,
+            shuffle_seed=meta_seed,
+            augmentation=augmentation if augment_meta else None,
+            repeat=True,
+        )
+        train = tf.data.Dataset.zip(train, meta)
+    evaluation = _batches(
+        tf.constant(data.x_test),
+        tf.constant(data.y_test),
+        np.arange(len(data.y_test)),
+        batch_size=eval_batch_size or batch_size,
+        scale=data.pixel_scale,
+    )
+    return TrainingData(
+        train=train.prefetch(tf.data.AUTOTUNE),
+        evaluation=evaluation.prefetch(tf.data.AUTOTUNE),
+        meta_inputs=data.inputs(meta_indices),
+        meta_labels=None if meta_labels is None else meta_labels[meta_indices],
+        noise_report=report,
+        num_classes=data.num_classes,
+        input_shape=data.input_shape,
+        train_indices=train_indices,
+        meta_indices=meta_indices,
+        train_noisy_labels=noisy[train_indices],
+        train_clean_labels=clean[train_indices],
+        meta_objective=meta_objective,
+        augmentation=augmentation,
+        dataset=data,
+        batch_size=batch_size,
+        meta_batch_size=meta_batch_size,
+        steps_per_epoch=-(-len(train_indices) // batch_size),
+    )
+
+
+def apply_label_noise(
+    dataset,
+    *,
+    kind,
+    rate,
+    num_classes,
+    seed,
+    features=None,
+    transition=None,
+    class_map=None,
+    label_key="label",
+):
+    """Injects label noise into a `tf.data` pipeline, aligned by element position.
+
+    Reads the labels once (and, for `kind="instance"` without `features`, the inputs,
+    flattened as they are), draws the noise with `corrupt_labels`, and returns a dataset
+    that swaps each element's label for its noisy one by position. Apply it to the
+    unshuffled, unbatched source, then shuffle, shard and batch as usual: every epoch and
+    every shard sees the same noisy labels. Should the source yield its elements in
+    another order on a later pass, the wrapped dataset raises rather than misalign them.
+
+    Args:
+        dataset: a finite `tf.data.Dataset` of `(x, y, ...)` tuples or of dicts holding
+            `label_key`, with scalar integer labels.
+        kind, rate, num_classes, seed, features, transition, class_map: as for
+            `corrupt_labels`.
+        label_key: the label's key when the elements are dicts.
+
+    Returns:
+        A tuple `(noisy_dataset, report)`.
+
+    Raises:
+        ValueError: for an infinite dataset, batched elements, or the errors of
+            `corrupt_labels`.
+
+    Example:
+
+    >>> clean = tf.data.Dataset.from_tensor_slices(
+    ...     (tf.zeros([1000, 2]), tf.range(1000) % 10))
+    >>> noisy, report = apply_label_noise(
+    ...     clean, kind="symmetric", rate=0.5, num_classes=10, seed=0)
+    >>> 0.4 < report.flip_rate < 0.5
+    True
+    """
+    if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise ValueError("`dataset` is infinite: apply the noise before `repeat()`.")
+    spec = dataset.element_spec
+    if isinstance(spec, dict):
+        if label_key not in spec:
+            raise ValueError(
+                f"The dataset's elements have no {label_key!r}. Their keys: {sorted(spec)}"
+            )
+        get_label = lambda element: element[label_key]  # noqa: E731
+        get_input = lambda element: next(  # noqa: E731
+            value for key, value in element.items() if key != label_key
+        )
+
+        def set_label(element, label):
+            return {**element, label_key: label}
+
+    elif isinstance(spec, tuple) and len(spec) >= 2:
+        get_label = lambda element: element[1]  # noqa: E731
+        get_input = lambda element: element[0]  # noqa: E731
+
+        def set_label(element, label):
+            return (element[0], label, *element[2:])
+
+    else:
+        raise ValueError(
+            "`dataset` must yield `(x, y, ...)` tuples or dicts with a label. Received "
+            f"elements of spec {spec}"
+        )
+    label_spec = get_label(spec)
+    if label_spec.shape.rank != 0 or not label_spec.dtype.is_integer:
+        raise ValueError(
+            "`apply_label_noise` needs unbatched elements with scalar integer labels; apply it "
+            f"before `batch()`. Received: labels of spec {label_spec}"
+        )
+    unpack = (lambda *element: element) if isinstance(spec, tuple) else (lambda element: element)
+    wants_inputs = kind == "instance" and features is None
+    labels, inputs = [], []
+    for element in dataset.map(unpack).batch(4096).as_numpy_iterator():
+        labels.append(get_label(element))
+        if wants_inputs:
+            batch_inputs = np.asarray(get_input(element))
+            inputs.append(batch_inputs.reshape(len(batch_inputs), -1).astype(np.float32))
+    labels = np.concatenate(labels) if labels else np.zeros([0], np.int64)
+    labels = check_labels(labels, num_classes=num_classes)
+    if wants_inputs:
+        features = np.concatenate(inputs) if inputs else None
+    noisy, report = corrupt_labels(
+        labels,
+        kind=kind,
+        rate=rate,
+        num_classes=num_classes,
+        seed=seed,
+        features=features,
+        transition=transition,
+        class_map=class_map,
+    )
+    clean_table, noisy_table = tf.constant(labels), tf.constant(noisy)
+
+    def relabel(position, element):
+        label = get_label(element)
+        same_source = tf.debugging.assert_equal(
+            tf.cast(label, tf.int32),
+            tf.gather(clean_table, position),
+            message=(
+                "apply_label_noise: the source dataset yielded its elements in another order "
+                "than when the noise was drawn; make its order deterministic."
+            ),
+        )
+        with tf.control_dependencies([same_source]):
+            new_label = tf.cast(tf.gather(noisy_table, position), label.dtype)
+        return set_label(element, new_label)
+
+    positioned = dataset.map(unpack).enumerate()
+    return positioned.map(lambda position, element: relabel(position, element)), report
+
+
+def _split_meta(pool, *, clean, noisy, meta_objective, meta_size, labeled_fraction, seed):
+    """Returns `(train_indices, meta_indices)`, positions in the training arrays."""
+    rng = np.random.default_rng(seed)
+    if labeled_fraction is not None:
+        labeled, unlabeled = stratified_split(
+            clean[pool], size=max(1, round(labeled_fraction * len(pool))), seed=seed
+        )
+        train, candidates = pool[labeled], pool[unlabeled]
+    else:
+        train, candidates = pool, pool
+    removes = meta_objective in ("ce_clean", "ce_noisy", "mae_noisy")
+    available = len(candidates) - 1 if removes else len(candidates)
+    if meta_size is None:
+        meta_size = max(1, min(PAPER_META_SIZE, len(pool) // 5, available))
+    if not 1 <= meta_size <= available:
+        raise invalid_value(
+            "meta_size", f"an integer in [1, {available}] for this data", meta_size
+        )
+    if not removes:
+        return train, np.sort(rng.choice(candidates, size=meta_size, replace=False))
+    strata = clean if meta_objective == "ce_clean" else noisy
+    meta, kept = stratified_split(strata[pool], size=meta_size, seed=seed, balanced=True)
+    return pool[kept], pool[meta]
+
+
+def _batches(
+    images,
+    labels,
+    indices,
+    *,
+    batch_size,
+    scale,
+    shuffle_seed=None,
+    augmentation=None,
+    repeat=False,
+):
+    """Batches of `(x, y)` (or `x` when `labels` is None) gathered at `indices`.
+
+    Shuffling indices rather than images keeps the shuffle buffer small; each batch is
+    gathered, scaled to float32 and augmented in one vectorised map.
+    """
+    stream = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int64))
+    if shuffle_seed is not None:
+        stream = stream.shuffle(len(indices), seed=shuffle_seed, reshuffle_each_iteration=True)
+    if repeat:
+        stream = stream.repeat()
+    stream = stream.batch(batch_size, drop_remainder=repeat)
+    augment = augmentation is not None and not augmentation.is_identity
+    if augment:
+        seeds = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True)
+        stream = tf.data.Dataset.zip(stream, seeds.batch(2))
+
+    def gather(batch_indices, seed=None):
+        x = tf.cast(tf.gather(images, batch_indices), tf.float32) * scale
+        if augment:
+            x = augmentation(x, seed)
+        if labels is None:
+            return x
+        return x, tf.cast(tf.gather(labels, batch_indices), tf.int32)
+
+    return stream.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _resolve_augmentation(augment, data):
+    """An `Augmentation` from `augment`; `data` None only validates the argument."""
+    if isinstance(augment, Augmentation):
+        return augment
+    if augment is None:
+        return Augmentation()
+    if augment == "auto":
+        return None if data is None else Augmentation.from_recipe(data.augmentation)
+    if augment in Augmentation.RECIPES:
+        return Augmentation.from_recipe(augment)
+    raise invalid_value(
+        "augment", f"'auto', None, one of {sorted(Augmentation.RECIPES)} or an Augmentation", augment
+    )

@@ -1,0 +1,88 @@
+"""What `make_training_data` builds: the streams for `fit` and what they were made of."""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from clidmu_tf.pipelines.augmentation import Augmentation
+from clidmu_tf.pipelines.in_memory_dataset import InMemoryDataset
+from clidmu_tf.pipelines.noise_report import NoiseReport
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainingData:
+    """The input streams for `CLIDMUModel.fit` and `evaluate`, with their provenance.
+
+    Attributes:
+        train: the `tf.data.Dataset` to pass to `fit`. Its elements are
+            `((x, y), x_meta)` for `meta_objective="clid"`, `((x, y), (x_meta, y_meta))`
+            for `"ce_clean"`, `"ce_noisy"` and `"mae_noisy"`, and `(x, y)` for `"none"`;
+            `x` float32, `y` int32 `[B]`. The meta stream repeats, so the length is the
+            training stream's (`steps_per_epoch`).
+        evaluation: a `tf.data.Dataset` of `(x, y)` batches of the test split, clean labels.
+        meta_inputs: float32 array, the meta set's inputs un-augmented (for computing CLID
+            over the whole meta set, as the snapshot ensemble does).
+        meta_labels: int32 array of the labels the meta objective reads (clean for
+            `"ce_clean"`, noisy for `"ce_noisy"` / `"mae_noisy"`), or None.
+        noise_report: `NoiseReport` of the labels in the training stream.
+        num_classes: int.
+        input_shape: tuple, the shape of one sample.
+        train_indices: int64 array, positions in `dataset.x_train` of the samples the
+            training stream labels.
+        meta_indices: int64 array, positions in `dataset.x_train` of the meta set.
+        train_noisy_labels: int32 array aligned with `train_indices`, the labels trained
+            with.
+        train_clean_labels: int32 array aligned with `train_indices`, the true labels.
+        meta_objective: str.
+        augmentation: the `Augmentation` of the training stream.
+        dataset: the `InMemoryDataset` the streams read.
+        batch_size: int.
+        meta_batch_size: int.
+        steps_per_epoch: int, batches per pass over the training stream.
+    """
+
+    train: tf.data.Dataset
+    evaluation: tf.data.Dataset
+    meta_inputs: np.ndarray
+    meta_labels: np.ndarray | None
+    noise_report: NoiseReport
+    num_classes: int
+    input_shape: tuple
+    train_indices: np.ndarray
+    meta_indices: np.ndarray
+    train_noisy_labels: np.ndarray
+    train_clean_labels: np.ndarray
+    meta_objective: str
+    augmentation: Augmentation
+    dataset: InMemoryDataset
+    batch_size: int
+    meta_batch_size: int
+    steps_per_epoch: int
+
+    @property
+    def flipped(self):
+        """Bool array aligned with `train_indices`: True where the training label is wrong."""
+        return self.train_noisy_labels != self.train_clean_labels
+
+    def train_inputs(self, indices=None):
+        """Float32 un-augmented inputs of the training samples (`train_indices[indices]`)."""
+        positions = self.train_indices if indices is None else self.train_indices[indices]
+        return self.dataset.inputs(positions)
+
+    def summary(self):
+        """A JSON-serialisable description, for run logs."""
+        return {
+            "dataset": self.dataset.name,
+            "meta_objective": self.meta_objective,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape),
+            "num_train": int(len(self.train_indices)),
+            "num_meta": int(len(self.meta_indices)),
+            "num_test": int(len(self.dataset.y_test)),
+            "batch_size": self.batch_size,
+            "meta_batch_size": self.meta_batch_size,
+            "steps_per_epoch": self.steps_per_epoch,
+            "augmentation": self.augmentation.get_config(),
+            "noise": self.noise_report.to_dict(),
+        }

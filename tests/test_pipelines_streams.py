@@ -1,0 +1,244 @@
+"""make_training_data: element structure per meta objective, meta-set placement, alignment
+of noisy labels with samples, seeding, and fit on the streams."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import clidmu_tf
+from clidmu_tf.pipelines import Augmentation
+from clidmu_tf.pipelines import META_OBJECTIVES
+from clidmu_tf.pipelines import corrupt_labels
+from clidmu_tf.pipelines import from_arrays
+from clidmu_tf.pipelines import make_training_data
+
+NUM_SAMPLES = 600
+
+
+@pytest.fixture(scope="module")
+def tagged():
+    """A dataset whose every input carries its own index, so batches can be traced back."""
+    index = np.arange(NUM_SAMPLES, dtype=np.float32)
+    x = np.stack([index, index % 7], axis=1)
+    y = np.arange(NUM_SAMPLES) % 5
+    return from_arrays(
+        x, y, x_test=x[:50], y_test=y[:50], num_classes=5, name="tagged"
+    )
+
+
+def spec_of(element):
+    return tf.nest.map_structure(lambda t: (tuple(t.shape), t.dtype.name), element)
+
+
+@pytest.mark.parametrize("meta_objective", META_OBJECTIVES)
+def test_element_structure_follows_the_model_contract(meta_objective):
+    data = make_training_data(
+        "digits", meta_objective=meta_objective, noise="symmetric", noise_rate=0.4, seed=0
+    )
+    image = ((100, 8, 8, 1), "float32")
+    labels = ((100,), "int32")
+    expected = {
+        "clid": ((image, labels), image),
+        "ce_clean": ((image, labels), (image, labels)),
+        "ce_noisy": ((image, labels), (image, labels)),
+        "mae_noisy": ((image, labels), (image, labels)),
+        "none": (image, labels),
+    }[meta_objective]
+    assert spec_of(next(iter(data.train))) == expected
+    # The zipped stream is as long as the training stream, and that length is known.
+    steps = int(data.train.cardinality())
+    assert steps == data.steps_per_epoch == -(-len(data.train_indices) // 100)
+    assert sum(1 for _ in data.train) == steps
+    x_eval, y_eval = next(iter(data.evaluation))
+    assert x_eval.dtype == tf.float32 and y_eval.dtype == tf.int32
+
+
+def test_clid_meta_set_stays_in_training_and_drops_labels(tagged):
+    data = make_training_data(tagged, meta_objective="clid", meta_size=100, batch_size=50)
+    assert len(data.meta_indices) == 100
+    assert set(data.meta_indices) <= set(data.train_indices)
+    assert len(data.train_indices) == NUM_SAMPLES
+    assert data.meta_labels is None
+    (_, _), x_meta = next(iter(data.train))
+    assert isinstance(x_meta, tf.Tensor) and x_meta.shape == (50, 2)
+    # Meta batches come from the meta set only, and cycle beyond one pass over it.
+    seen = set()
+    for (_, _), x_meta in data.train:
+        seen.update(x_meta.numpy()[:, 0].astype(int))
+    assert seen == set(data.meta_indices)
+    np.testing.assert_array_equal(data.meta_inputs[:, 0], data.meta_indices)
+
+
+@pytest.mark.parametrize("meta_objective", ["ce_clean", "ce_noisy", "mae_noisy"])
+def test_labelled_meta_sets_are_removed_from_training_and_balanced(tagged, meta_objective):
+    data = make_training_data(
+        tagged,
+        meta_objective=meta_objective,
+        noise="symmetric_exclusive",
+        noise_rate=0.5,
+        meta_size=100,
+        batch_size=50,
+        seed=3,
+    )
+    assert not set(data.meta_indices) & set(data.train_indices)
+    assert len(data.meta_indices) + len(data.train_indices) == NUM_SAMPLES
+    clean = tagged.y_train
+    noisy, _ = corrupt_labels(
+        clean, kind="symmetric_exclusive", rate=0.5, num_classes=5, seed=3
+    )
+    expected = clean if meta_objective == "ce_clean" else noisy
+    np.testing.assert_array_equal(data.meta_labels, expected[data.meta_indices])
+    np.testing.assert_array_equal(np.bincount(data.meta_labels, minlength=5), 20)
+    for (_, _), (x_meta, y_meta) in data.train.take(3):
+        np.testing.assert_array_equal(y_meta, expected[x_meta.numpy()[:, 0].astype(int)])
+
+
+def test_training_labels_are_the_seeded_noise_aligned_with_each_sample(tagged):
+    data = make_training_data(
+        tagged, meta_objective="none", noise="pair", noise_rate=0.3, batch_size=64, seed=5
+    )
+    noisy, _ = corrupt_labels(tagged.y_train, kind="pair", rate=0.3, num_classes=5, seed=5)
+    for epoch in range(2):
+        seen = []
+        for x, y in data.train:
+            index = x.numpy()[:, 0].astype(int)
+            np.testing.assert_array_equal(y.numpy(), noisy[index])
+            seen.extend(index)
+        assert sorted(seen) == list(range(NUM_SAMPLES))
+    np.testing.assert_array_equal(data.train_noisy_labels, noisy[data.train_indices])
+    np.testing.assert_array_equal(data.train_clean_labels, tagged.y_train[data.train_indices])
+    np.testing.assert_array_equal(data.flipped, noisy != tagged.y_train)
+    assert data.noise_report.flip_rate == pytest.approx(np.mean(noisy != tagged.y_train))
+    assert data.noise_report.expected_flip_rate == pytest.approx(0.3)
+
+
+def test_semi_supervised_mode_keeps_a_fraction_and_feeds_the_rest_to_the_meta_set(tagged):
+    data = make_training_data(
+        tagged, labeled_fraction=0.25, noise="symmetric", noise_rate=0.2, batch_size=30
+    )
+    assert len(data.train_indices) == 150
+    np.testing.assert_array_equal(np.bincount(data.train_clean_labels), 30)  # stratified
+    assert not set(data.meta_indices) & set(data.train_indices)
+    assert len(data.meta_indices) == NUM_SAMPLES // 5
+    assert data.steps_per_epoch == 5
+    assert spec_of(next(iter(data.train))) == ((((30, 2), "float32"), ((30,), "int32")), ((30, 2), "float32"))
+    trained_on = set()
+    for (x, _), _ in data.train:
+        trained_on.update(x.numpy()[:, 0].astype(int))
+    assert trained_on == set(data.train_indices)
+    with pytest.raises(ValueError, match="needs a meta objective that reads no labels"):
+        make_training_data(tagged, meta_objective="ce_clean", labeled_fraction=0.5)
+
+
+def batches_of(dataset):
+    return [tf.nest.map_structure(lambda t: t.numpy(), element) for element in dataset]
+
+
+def test_streams_are_seeded_and_reshuffled_each_epoch():
+    images = np.random.default_rng(0).integers(0, 256, (300, 16, 16, 3), dtype=np.uint8)
+    cifar_like = from_arrays(images, np.arange(300) % 3, augmentation="cifar")
+    first = make_training_data(cifar_like, meta_size=60, batch_size=50, seed=1)
+    assert first.augmentation == Augmentation.from_recipe("cifar")
+    epoch_one, epoch_two = batches_of(first.train), batches_of(first.train)
+    replay = batches_of(make_training_data(cifar_like, meta_size=60, batch_size=50, seed=1).train)
+    other = batches_of(make_training_data(cifar_like, meta_size=60, batch_size=50, seed=2).train)
+    flat = lambda batches: np.concatenate([b[0][0].ravel() for b in batches])  # noqa: E731
+    np.testing.assert_array_equal(flat(epoch_one), flat(replay))
+    assert not np.array_equal(flat(epoch_one), flat(epoch_two))
+    assert not np.array_equal(flat(epoch_one), flat(other))
+
+
+def test_augmentation_switches(tagged):
+    images = np.full((200, 8, 8, 1), 255, dtype=np.uint8)
+    bright = from_arrays(images, np.arange(200) % 2, augmentation="cifar")
+    plain = make_training_data(bright, augment=None, meta_objective="none", batch_size=40)
+    x, _ = next(iter(plain.train))
+    assert np.all(x.numpy() == 1.0)  # uint8 pixels scaled to [0, 1], untouched
+    padded = make_training_data(bright, meta_objective="none", batch_size=40)
+    x, _ = next(iter(padded.train))
+    assert np.any(x.numpy() == 0.0)  # the crop's zero padding shows
+    assert padded.augmentation.crop_padding == 4
+    unaugmented_meta = make_training_data(bright, augment_meta=False, meta_size=40)
+    (_, _), x_meta = next(iter(unaugmented_meta.train))
+    assert np.all(x_meta.numpy() == 1.0)
+    digits = make_training_data("digits", meta_size=100)
+    assert digits.augmentation.is_identity
+    with pytest.raises(ValueError, match=r"needs samples of shape \(height, width, channels\)"):
+        make_training_data(tagged, augment="cifar")
+
+
+def test_evaluation_stream_is_the_clean_test_split_in_order():
+    data = make_training_data(
+        "digits", noise="symmetric", noise_rate=0.8, meta_size=100, eval_batch_size=128
+    )
+    x, y = zip(*[(x.numpy(), y.numpy()) for x, y in data.evaluation])
+    np.testing.assert_array_equal(np.concatenate(y), data.dataset.y_test)
+    np.testing.assert_array_equal(np.concatenate(x), data.dataset.inputs(split="test"))
+    assert len(x[0]) == 128
+
+
+def test_human_labels_are_reported_as_observed_noise():
+    x = np.random.default_rng(0).random((400, 3)).astype(np.float32)
+    clean = np.arange(400) % 4
+    human = np.where(np.arange(400) % 10 == 0, (clean + 1) % 4, clean)
+    observed = from_arrays(x, human, y_clean=clean, x_test=x[:8], y_test=clean[:8])
+    data = make_training_data(observed, meta_objective="ce_clean", meta_size=40)
+    assert data.noise_report.kind == "observed"
+    assert data.noise_report.flip_rate == pytest.approx(np.mean(data.flipped))
+    assert 0.05 < data.noise_report.flip_rate < 0.15
+    # The clean meta set gets the true labels, not the human ones.
+    np.testing.assert_array_equal(data.meta_labels, clean[data.meta_indices])
+
+
+def test_summary_and_inputs(tagged):
+    data = make_training_data(tagged, noise="random_flip", noise_rate=0.2, meta_size=50)
+    summary = data.summary()
+    assert summary["num_train"] == NUM_SAMPLES and summary["num_meta"] == 50
+    assert summary["noise"]["kind"] == "random_flip"
+    np.testing.assert_array_equal(data.train_inputs([3, 4])[:, 0], data.train_indices[[3, 4]])
+    assert data.input_shape == (2,) and data.num_classes == 5
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"meta_objective": "l2"}, r"`meta_objective`, expected one of"),
+        ({"noise": "gaussian"}, r"`noise`, expected one of"),
+        ({"noise": "symmetric", "noise_rate": 1.5}, r"Received: rate=1\.5"),
+        ({"batch_size": 0}, r"`batch_size`, expected a positive integer"),
+        ({"labeled_fraction": 1.0}, r"`labeled_fraction`, expected a float in \(0, 1\)"),
+        ({"meta_size": 5000}, r"`meta_size`, expected an integer in \[1, 1438\]"),
+        ({"meta_size": 50, "meta_batch_size": 60}, r"`meta_batch_size`, expected an integer"),
+        ({"augment": "heavy"}, r"`augment`, expected 'auto', None, one of"),
+        ({"train_size": 10_000}, r"`train_size`, expected an integer in \[1, 1438\]"),
+        ({"dataset": "cifar11"}, r"Unknown dataset 'cifar11'"),
+        ({"dataset": np.zeros(3)}, r"`dataset`, expected a dataset name or an InMemoryDataset"),
+        ({"noise": "asymmetric", "noise_rate": 0.2, "dataset": "tagged"}, r"needs `class_map`"),
+    ],
+)
+def test_bad_arguments(options, message, tagged):
+    if isinstance(options.get("dataset"), str) and options["dataset"] == "tagged":
+        options = {**options, "dataset": tagged}
+    with pytest.raises(ValueError, match=message):
+        make_training_data(**{"dataset": "digits", **options})
+
+
+def test_fit_reads_the_streams():
+    data = make_training_data(
+        "digits", noise="symmetric", noise_rate=0.4, train_size=200, meta_size=40, batch_size=50
+    )
+    model = clidmu_tf.CLIDMUModel(
+        clidmu_tf.backbones.small_cnn(data.input_shape, data.num_classes, widths=(8, 16)),
+        meta_objective="clid",
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    history = model.fit(data.train, epochs=1, verbose=0, shuffle=False)
+    assert np.isfinite(history.history["loss"][0])
+    baseline = make_training_data("digits", meta_objective="none", train_size=200, batch_size=50)
+    plain = keras.Sequential(
+        [keras.Input(data.input_shape), keras.layers.Flatten(), keras.layers.Dense(10)]
+    )
+    plain.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    plain.fit(baseline.train, epochs=1, verbose=0, shuffle=False)
+    assert len(plain.evaluate(baseline.evaluation, verbose=0, return_dict=True)) >= 1

@@ -185,7 +185,8 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
                 backbone, os.path.join(self.directory, candidate["file"])
             )
         history = [entry for entry in manifest["history"] if entry["epoch"] != epoch_number]
-        history = sorted(history + [{"epoch": epoch_number, "clid": clid}], key=operator.itemgetter("epoch"))
+        history.append({"epoch": epoch_number, "clid": clid})
+        history.sort(key=operator.itemgetter("epoch"))
         kept_files = {entry["file"] for entry in kept}
         evicted = [s for s in earlier + replaced if s["file"] not in kept_files]
 

@@ -350,7 +350,9 @@ def _read_class_folders(directory, color_mode):
 
     root = pathlib.Path(directory)
     if not root.is_dir():
-        raise ValueError(f"Received an invalid value for `directory`: {str(root)!r} is not a folder.")
+        raise ValueError(
+            f"Received an invalid value for `directory`: {str(root)!r} is not a folder."
+        )
     class_dirs = sorted(path for path in root.iterdir() if path.is_dir())
     files = {
         path.name: sorted(

@@ -25,8 +25,9 @@ NOISE_KINDS = (
 )
 
 # Semantic confusions, {true class: noisy class}, flipped with probability `rate`.
-CIFAR10_ASYMMETRIC_MAP = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}  # truck->automobile, bird->airplane,
-# deer->horse, cat<->dog.
+# CIFAR-10: truck->automobile, bird->airplane, deer->horse, cat<->dog.
+CIFAR10_ASYMMETRIC_MAP = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
+# MNIST: 7->1, 2->7, 5<->6, 3->8.
 MNIST_ASYMMETRIC_MAP = {7: 1, 2: 7, 5: 6, 6: 5, 3: 8}
 CLASS_MAPS = {"cifar10": CIFAR10_ASYMMETRIC_MAP, "mnist": MNIST_ASYMMETRIC_MAP}
 

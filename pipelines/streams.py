@@ -443,6 +443,5 @@ def _resolve_augmentation(augment, data):
         return None if data is None else Augmentation.from_recipe(data.augmentation)
     if augment in Augmentation.RECIPES:
         return Augmentation.from_recipe(augment)
-    raise invalid_value(
-        "augment", f"'auto', None, one of {sorted(Augmentation.RECIPES)} or an Augmentation", augment
-    )
+    expected = f"'auto', None, one of {sorted(Augmentation.RECIPES)} or an Augmentation"
+    raise invalid_value("augment", expected, augment)

@@ -306,7 +306,10 @@ def test_transition_matrix_nominal_forms():
             r"`features` and `labels` must have the same length",
         ),
         ({"kind": "pair", "rate": 0.2, "seed": -3}, r"`seed`"),
-        ({"kind": "pair", "rate": 0.2, "transition": np.eye(10)}, r"only used by kind='transition'"),
+        (
+            {"kind": "pair", "rate": 0.2, "transition": np.eye(10)},
+            r"only used by kind='transition'",
+        ),
     ],
 )
 def test_bad_input_raises_a_clear_value_error(options, message):

@@ -122,7 +122,8 @@ def test_semi_supervised_mode_keeps_a_fraction_and_feeds_the_rest_to_the_meta_se
     assert not set(data.meta_indices) & set(data.train_indices)
     assert len(data.meta_indices) == NUM_SAMPLES // 5
     assert data.steps_per_epoch == 5
-    assert spec_of(next(iter(data.train))) == ((((30, 2), "float32"), ((30,), "int32")), ((30, 2), "float32"))
+    inputs, labels = ((30, 2), "float32"), ((30,), "int32")
+    assert spec_of(next(iter(data.train))) == ((inputs, labels), inputs)
     trained_on = set()
     for (x, _), _ in data.train:
         trained_on.update(x.numpy()[:, 0].astype(int))

@@ -1,0 +1,8 @@
+"""`python -m clidmu_tf`: the `clidmu-tf` command line."""
+
+import sys
+
+from clidmu_tf.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The `report.json` of a `clidmu-tf train` run, written so that no unfinished run looks done."""
+
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import tempfile
+import time
+
+import numpy as np
+
+STATUSES = ("running", "interrupted", "failed", "completed")
+# Libraries whose versions decide whether a run can be reproduced.
+VERSIONED_PACKAGES = (
+    "clidmu-tf",
+    "tensorflow",
+    "tensorflow-cpu",
+    "keras",
+    "numpy",
+    "tensorflow-datasets",
+    "keras-tuner",
+    "onnx",
+    "tf2onnx",
+    "onnxruntime",
+    "scikit-learn",
+)
+
+
+class RunReport:
+    """The record of one training run, kept in `report.partial.json` until the run ends.
+
+    While the run is going, every `save()` rewrites `report.partial.json` (atomically), with
+    `"status": "running"`. `finish("completed")` or `finish("interrupted")` writes
+    `report.json` and removes the partial file; `finish("failed")` keeps only the partial
+    file, marked failed with the error. So `report.json` exists only for a run that ended on
+    its own or was stopped on purpose, and its `status` says which.
+
+    Args:
+        directory: the run directory.
+        config: a JSON-serialisable dict of the run's settings.
+
+    Example:
+
+    >>> import tempfile
+    >>> report = RunReport(tempfile.mkdtemp(), {"epochs": 1})
+    >>> report["test_accuracy"] = 0.9
+    >>> with report.timed("train"):
+    ...     pass
+    >>> path = report.finish("completed")
+    >>> RunReport.load(report.directory)["status"]
+    'completed'
+    """
+
+    FINAL_NAME = "report.json"
+    PARTIAL_NAME = "report.partial.json"
+
+    def __init__(self, directory, config):
+        self.directory = os.fspath(directory)
+        self._started = time.perf_counter()
+        self.data = {
+            "status": "running",
+            "started_at": _now(),
+            "finished_at": None,
+            "config": dict(config),
+            "versions": library_versions(),
+            "timings": {},
+        }
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def __setitem__(self, key, value):
+        self.data[key] = value
+
+    def __contains__(self, key):
+        return key in self.data
+
+    def get(self, key, default=None):
+        return self.data.get(key, default)
+
+    @contextlib.contextmanager
+    def timed(self, stage):
+        """Records the wall time of the `with` block under `timings[stage]`, in seconds.
+
+        The time is recorded even when the block raises, so an interrupted stage still shows
+        how long it ran.
+        """
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.data["timings"][stage] = round(time.perf_counter() - start, 3)
+
+    def save(self):
+        """Rewrites `report.partial.json` with the current content; returns its path."""
+        path = os.path.join(self.directory, self.PARTIAL_NAME)
+        _write_json_atomically(path, self.data)
+        return path
+
+    def finish(self, status, error=None):
+        """Ends the run with `status` and writes the final file; returns the path written.
+
+        Args:
+            status: `"completed"`, `"interrupted"` or `"failed"`.
+            error: for `"failed"`, a description of what went wrong.
+
+        Returns:
+            The path of `report.json`, or of `report.partial.json` for a failed run.
+        """
+        if status not in STATUSES[1:]:
+            raise ValueError(
+                "Received an invalid value for `status`, expected one of "
+                f"{list(STATUSES[1:])}. Received: status={status!r}"
+            )
+        self.data["status"] = status
+        self.data["finished_at"] = _now()
+        self.data["timings"]["total"] = round(time.perf_counter() - self._started, 3)
+        if error is not None:
+            self.data["error"] = error
+        if status == "failed":
+            return self.save()
+        path = os.path.join(self.directory, self.FINAL_NAME)
+        _write_json_atomically(path, self.data)
+        partial = os.path.join(self.directory, self.PARTIAL_NAME)
+        if os.path.exists(partial):
+            os.remove(partial)
+        return path
+
+    @classmethod
+    def load(cls, directory):
+        """Reads the `report.json` of a run directory.
+
+        Args:
+            directory: the run directory.
+
+        Returns:
+            The report as a dict.
+
+        Raises:
+            FileNotFoundError: when the directory holds no `report.json`; the message says
+                whether the run is still going or failed.
+        """
+        directory = os.fspath(directory)
+        path = os.path.join(directory, cls.FINAL_NAME)
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                return json.load(handle)
+        partial = os.path.join(directory, cls.PARTIAL_NAME)
+        if os.path.isfile(partial):
+            with open(partial, encoding="utf-8") as handle:
+                status = json.load(handle).get("status", "unknown")
+            raise FileNotFoundError(
+                f"The run in {directory!r} did not finish (status {status!r} in "
+                f"{cls.PARTIAL_NAME}); it has no {cls.FINAL_NAME}. Train it again with "
+                "`clidmu-tf train --out DIR --overwrite`."
+            )
+        raise FileNotFoundError(
+            f"{directory!r} is not a clidmu-tf run directory: it holds no {cls.FINAL_NAME}. "
+            "Create one with `clidmu-tf train --out DIR`."
+        )
+
+
+def library_versions():
+    """The installed versions of the libraries a run depends on, plus Python's."""
+    versions = {"python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _to_json(value):
+    """Turns NumPy scalars and arrays into their Python equivalents for `json.dump`."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _write_json_atomically(path, data):
+    """Writes `data` to `path` through a temporary file and a rename, so readers never
+    see a half-written report."""
+    directory = os.path.dirname(path) or "."
+    handle, temporary = tempfile.mkstemp(prefix=".report.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(data, stream, indent=2, default=_to_json, allow_nan=True)
+            stream.write("\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)

@@ -1,0 +1,597 @@
+"""The `clidmu-tf train` job: CLID-MU and a cross-entropy baseline on the same noisy data,
+the CLID snapshot ensemble, its export, the plots and the report."""
+
+import os
+import sys
+import traceback
+
+import keras
+import numpy as np
+
+from clidmu_tf.run_directory import RunDirectory
+from clidmu_tf.run_report import RunReport
+
+# Each method is a meta-model and a meta objective of `CLIDMUModel`.
+METHODS = {
+    "clid-wnet": ("wnet", "clid"),
+    "clid-vri": ("vri", "clid"),
+    "ce": ("wnet", "none"),
+    "wnet-clean-meta": ("wnet", "ce_clean"),
+    "wnet-noisy-meta": ("wnet", "ce_noisy"),
+    "wnet-mae-meta": ("wnet", "mae_noisy"),
+    "vri-clean-meta": ("vri", "ce_clean"),
+    "vri-noisy-meta": ("vri", "ce_noisy"),
+}
+BASELINES = ("ce", "none")
+BACKBONES = ("auto", "mlp", "small_cnn", "resnet32", "preact_resnet18", "wide_resnet")
+DISTRIBUTIONS = ("none", "mirrored", "multiworker")
+EXPORT_FORMATS = ("saved_model", "onnx")
+LR_SCHEDULES = ("cosine", "constant")
+
+# Chosen so that the whole default job (both trainings, the ensemble and its export) runs in
+# a few minutes on two CPU cores; see the README.
+DEFAULTS = {
+    "dataset": "digits",
+    "data_dir": None,
+    "image_size": None,
+    "label_file": None,
+    "noise": "instance:0.4",
+    "method": "clid-wnet",
+    "baseline": "ce",
+    "backbone": "auto",
+    "epochs": 30,
+    "batch_size": 64,
+    "meta_size": None,
+    "meta_batch_size": None,
+    "temperature": 0.5,
+    "meta_every": 1,
+    "learning_rate": 0.05,
+    "lr_schedule": "cosine",
+    "meta_learning_rate": 1e-2,
+    "top_k": 5,
+    "augment": "auto",
+    "seed": 0,
+    "distribute": "none",
+    "jit": False,
+    "export_formats": list(EXPORT_FORMATS),
+    "limit_train": None,
+}
+# The classifier optimiser's other settings, the library's defaults (momentum 0.9 and the
+# Keras equivalent of the paper's coupled weight decay).
+MOMENTUM = 0.9
+WEIGHT_DECAY = 5e-3
+META_WEIGHT_DECAY = 5e-4
+# The cosine schedule ends at 2% of the initial rate (the paper: 0.05 down to 1e-3).
+COSINE_ALPHA = 0.02
+LABEL_ERRORS_KEPT = 200
+VERIFICATION_SAMPLES = 256
+
+
+def parse_noise(spec):
+    """Splits a `KIND:RATE` noise specification (or `none`) into `(kind, rate)`.
+
+    Args:
+        spec: `"none"`, or a `corrupt_labels` kind and a rate in [0, 1], e.g.
+            `"instance:0.4"`.
+
+    Returns:
+        `(None, None)` for `"none"`, else `(kind, rate)`.
+
+    Raises:
+        ValueError: for an unknown kind or a rate that is not a number in [0, 1]; the
+            message lists the kinds.
+
+    Example:
+
+    >>> parse_noise("symmetric:0.4")
+    ('symmetric', 0.4)
+    """
+    from clidmu_tf.pipelines import NOISE_KINDS
+
+    kinds = [kind for kind in NOISE_KINDS if kind != "transition"]
+    if spec == "none":
+        return None, None
+    kind, separator, rate_text = spec.partition(":")
+    if not separator or kind not in kinds:
+        raise ValueError(
+            "Received an invalid value for `--noise`, expected 'none' or KIND:RATE with KIND "
+            f"one of {kinds} and RATE in [0, 1]. Received: --noise={spec!r}"
+        )
+    try:
+        rate = float(rate_text)
+    except ValueError:
+        rate = float("nan")
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(
+            "Received an invalid value for `--noise`, expected a rate in [0, 1] after the "
+            f"colon, e.g. {kind}:0.4. Received: --noise={spec!r}"
+        )
+    return kind, rate
+
+
+def make_strategy(name):
+    """The `tf.distribute` strategy named by `--distribute`."""
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def build_backbone(name, input_shape, num_classes):
+    """A backbone by name; `"auto"` picks `small_cnn` for images and `mlp` otherwise."""
+    from clidmu_tf import backbones
+
+    if name == "auto":
+        name = "small_cnn" if len(input_shape) == 3 else "mlp"
+    if name == "wide_resnet":
+        return backbones.wide_resnet(28, 10, input_shape, num_classes)
+    return getattr(backbones, name)(input_shape, num_classes)
+
+
+def describe_preprocessing(dataset):
+    """What an exported model's input must look like, for the model card."""
+    if dataset.x_train.dtype == np.uint8:
+        description = "float32 pixels in [0, 1]: uint8 values divided by 255"
+    else:
+        description = f"float32 values as clidmu_tf's {dataset.name!r} loader gives them"
+    return {"input_shape": list(dataset.input_shape), "description": description}
+
+
+class TrainingJob:
+    """Trains CLID-MU and a baseline on the same noisy data and writes a run directory.
+
+    Stages: load the data and inject the noise; train the chosen method with the CLID
+    snapshot callback and TensorBoard logs; train the cross-entropy baseline from the same
+    initial weights on the same labels; evaluate the final model and the snapshot ensemble
+    on the test split; rank the training samples the meta-model trusts least; export the
+    ensemble to SavedModel and ONNX (verified); draw the plots; write `report.json`.
+
+    A `KeyboardInterrupt` during training stops the training stages: the snapshots saved so
+    far are kept, the evaluation, ranking and plots still run (the export does not), and
+    the report is written with `"status": "interrupted"`. Any other error leaves only
+    `report.partial.json`, marked `"failed"` with the error.
+
+    Args:
+        config: a dict with the keys of `DEFAULTS` (missing keys take those values).
+        directory: the run directory; created (or, with `overwrite`, replaced).
+        overwrite: whether an earlier run in `directory` may be replaced.
+        verbose: Keras verbosity of `fit` (0 silent, 1 progress bars, 2 one line per
+            epoch); stage messages are printed unless it is 0.
+        stream: where stage messages go.
+
+    Example:
+
+    >>> job = TrainingJob({"epochs": 2, "limit_train": 300}, "runs/quick")  # doctest: +SKIP
+    >>> job.run()  # doctest: +SKIP
+    'completed'
+    """
+
+    def __init__(self, config, directory, overwrite=False, verbose=1, stream=None):
+        unknown = sorted(set(config) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(
+                f"Unknown configuration keys {unknown}. Known keys: {sorted(DEFAULTS)}"
+            )
+        self.config = {**DEFAULTS, **config}
+        if self.config["method"] not in METHODS:
+            raise ValueError(
+                f"Received an invalid value for `method`, expected one of {sorted(METHODS)}. "
+                f"Received: method={self.config['method']!r}"
+            )
+        self.noise_kind, self.noise_rate = parse_noise(self.config["noise"])
+        self.run_directory = RunDirectory(directory)
+        self.run_directory.check_writable(overwrite)
+        self.overwrite = overwrite
+        self.verbose = verbose
+        self.stream = stream or sys.stdout
+        self.report = None
+        # Filled in by the stages; a stage finds None when an earlier one was interrupted.
+        self.model = None
+        self.baseline = None
+        self.ensemble = None
+        self.ensemble_members = []
+        self.weights = None
+        self.sample_losses = None
+
+    @property
+    def trains_baseline(self):
+        return self.config["baseline"] == "ce" and METHODS[self.config["method"]][1] != "none"
+
+    def _say(self, message):
+        if self.verbose:
+            print(f"[clidmu-tf] {message}", file=self.stream, flush=True)
+
+    def run(self):
+        """Runs every stage and returns the run's status.
+
+        Returns:
+            `"completed"` or `"interrupted"`.
+
+        Raises:
+            Exception: whatever made the run fail, after the partial report was marked
+                `"failed"`.
+        """
+        self.run_directory.create(self.overwrite)
+        self.report = RunReport(self.run_directory.path, self.config)
+        self.report.save()
+        status = "completed"
+        try:
+            self._prepare()
+            try:
+                self._train_method()
+                if self.trains_baseline:
+                    self._train_baseline()
+            except KeyboardInterrupt:
+                status = "interrupted"
+                self._say("Interrupted: keeping the snapshots saved so far, writing the report.")
+            self._evaluate()
+            self._rank_label_errors()
+            if status == "completed" and self.config["export_formats"]:
+                self._export()
+            self._plot()
+        except KeyboardInterrupt:
+            self.report.finish("interrupted")
+            return "interrupted"
+        except BaseException as error:
+            self.report.finish(
+                "failed",
+                error={
+                    "type": type(error).__name__,
+                    "message": str(error),
+                    "traceback": traceback.format_exc(),
+                },
+            )
+            raise
+        self.report.finish(status)
+        return status
+
+    # Stages.
+
+    def _prepare(self):
+        from clidmu_tf.data_sources import load_source_dataset
+        from clidmu_tf.pipelines import make_training_data
+
+        config = self.config
+        keras.utils.set_random_seed(config["seed"])
+        self.strategy = make_strategy(config["distribute"])
+        self.report["distribution"] = {
+            "strategy": type(self.strategy).__name__,
+            "replicas": self.strategy.num_replicas_in_sync,
+        }
+        self._say(f"Loading {config['dataset']} and injecting noise {config['noise']} ...")
+        with self.report.timed("load_data"):
+            dataset = load_source_dataset(
+                config["dataset"],
+                data_dir=config["data_dir"],
+                image_size=config["image_size"],
+                label_file=config["label_file"],
+            )
+            options = {
+                "noise": self.noise_kind,
+                "noise_rate": self.noise_rate,
+                "meta_size": config["meta_size"],
+                "batch_size": config["batch_size"],
+                "meta_batch_size": config["meta_batch_size"],
+                "train_size": config["limit_train"],
+                "augment": None if config["augment"] == "none" else config["augment"],
+                "seed": config["seed"],
+            }
+            self.data = make_training_data(
+                dataset, meta_objective=METHODS[config["method"]][1], **options
+            )
+            self.baseline_data = (
+                make_training_data(dataset, meta_objective="none", **options)
+                if self.trains_baseline
+                else None
+            )
+        data = self.data
+        self.test_inputs = dataset.inputs(split="test")
+        self.test_labels = dataset.y_test
+        self.class_names = list(dataset.class_names) if dataset.class_names else None
+        self.noise_injected = self.noise_kind is not None or dataset.y_train_clean is not None
+        self.report["data"] = {
+            **data.summary(),
+            "class_names": self.class_names,
+            "input_dtype": str(dataset.x_train.dtype),
+            "pixel_scale": dataset.pixel_scale,
+        }
+        self.report["noise"] = data.noise_report.to_dict()
+        self.report["method"] = {"name": self.config["method"], "epochs": []}
+        self.run_directory.save_training_labels(
+            indices=data.train_indices,
+            given=data.train_noisy_labels,
+            true=data.train_clean_labels,
+        )
+        self.report.save()
+        self._say(
+            f"{len(data.train_indices)} training samples, {data.noise_report.num_flipped} "
+            f"labels flipped ({data.noise_report.flip_rate:.1%}), meta set of "
+            f"{len(data.meta_indices)}, {len(self.test_labels)} test samples."
+        )
+
+    def _compiled_model(self, meta_objective, data):
+        from clidmu_tf import CLIDMUModel
+
+        config = self.config
+        # The same seed before each build: the baseline starts from CLID-MU's initial weights.
+        keras.utils.set_random_seed(config["seed"])
+        meta_model_name = METHODS[config["method"]][0]
+        with self.strategy.scope():
+            backbone = build_backbone(config["backbone"], data.input_shape, data.num_classes)
+            model = CLIDMUModel(
+                backbone,
+                meta_model=meta_model_name,
+                meta_objective=meta_objective,
+                temperature=config["temperature"],
+                meta_every=config["meta_every"],
+                seed=config["seed"],
+            )
+            learning_rate = config["learning_rate"]
+            if config["lr_schedule"] == "cosine":
+                learning_rate = keras.optimizers.schedules.CosineDecay(
+                    learning_rate,
+                    decay_steps=config["epochs"] * data.steps_per_epoch,
+                    alpha=COSINE_ALPHA,
+                )
+            meta_optimizer = None
+            if config["meta_learning_rate"] is not None:
+                meta_class = keras.optimizers.Adam if meta_model_name == "vri" else keras.optimizers.SGD
+                meta_optimizer = meta_class(
+                    learning_rate=config["meta_learning_rate"], weight_decay=META_WEIGHT_DECAY
+                )
+            model.compile(
+                optimizer=keras.optimizers.SGD(
+                    learning_rate, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY
+                ),
+                meta_optimizer=meta_optimizer,
+                jit_compile=config["jit"],
+            )
+        return model
+
+    def _fit(self, model, data, name, callbacks):
+        """Fits `model`, recording every epoch in the report as it ends."""
+        history = self.report[name]["epochs"]
+        recorder = _EpochRecorder(history, self.report)
+        tensorboard = keras.callbacks.TensorBoard(self.run_directory.logs(name))
+        model.fit(
+            data.train,
+            epochs=self.config["epochs"],
+            validation_data=data.evaluation,
+            callbacks=[*callbacks, tensorboard, recorder],
+            verbose=self.verbose,
+            # The pipeline shuffles; Keras warns when asked to shuffle a tf.data stream.
+            shuffle=False,
+        )
+
+    def _train_method(self):
+        from clidmu_tf.callbacks import CLIDSnapshotEnsemble
+
+        config = self.config
+        meta_objective = METHODS[config["method"]][1]
+        self.model = self._compiled_model(meta_objective, self.data)
+        self._say(
+            f"Training {config['method']} ({self.model.backbone.name}, "
+            f"{self.model.backbone.count_params():,} parameters) for {config['epochs']} epochs ..."
+        )
+        snapshots = CLIDSnapshotEnsemble(
+            self.data.meta_inputs,
+            top_k=config["top_k"],
+            directory=self.run_directory.snapshots,
+            batch_size=self.data.meta_batch_size,
+        )
+        try:
+            with self.report.timed("train_method"):
+                self._fit(self.model, self.data, "method", [snapshots])
+        finally:
+            self.model.save(self.run_directory.join(RunDirectory.MODEL))
+
+    def _train_baseline(self):
+        self.report["baseline"] = {"name": "ce", "epochs": []}
+        self.baseline = self._compiled_model("none", self.baseline_data)
+        self._say(f"Training the cross-entropy baseline for {self.config['epochs']} epochs ...")
+        try:
+            with self.report.timed("train_baseline"):
+                self._fit(self.baseline, self.baseline_data, "baseline", [])
+        finally:
+            self.baseline.save(self.run_directory.join(RunDirectory.BASELINE_MODEL))
+
+    def _evaluate(self):
+        from clidmu_tf.callbacks import read_snapshot_manifest
+
+        if self.model is None:
+            return
+        self._say("Evaluating on the test split ...")
+        with self.report.timed("evaluate"):
+            method = self.report["method"]
+            method["test"] = self._test_scores(self.model)
+            self.report["test_accuracy"] = method["test"]["accuracy"]
+            if self.baseline is not None:
+                self.report["baseline"]["test"] = self._test_scores(self.baseline)
+                self.report["baseline_test_accuracy"] = self.report["baseline"]["test"]["accuracy"]
+            try:
+                manifest = read_snapshot_manifest(self.run_directory.snapshots)
+            except FileNotFoundError:
+                self.ensemble = None
+                self.report["ensemble_test_accuracy"] = None
+                return
+            self.ensemble = self.run_directory.load_model("ensemble")
+            self.ensemble_members = manifest["snapshots"]
+            logits = self.ensemble.predict(self.test_inputs, verbose=0)
+            accuracy = float(np.mean(np.argmax(logits, axis=1) == self.test_labels))
+            self.report["ensemble"] = {
+                "members": self.ensemble_members,
+                "test_accuracy": accuracy,
+            }
+            self.report["ensemble_test_accuracy"] = accuracy
+            best = self.ensemble_members[0]["epoch"] if self.ensemble_members else None
+            by_epoch = {entry["epoch"]: entry for entry in method["epochs"]}
+            if best in by_epoch:
+                # The single epoch CLID ranks best: what the ensemble is compared with.
+                self.report["ensemble"]["lowest_clid_epoch"] = best
+                self.report["ensemble"]["lowest_clid_epoch_test_accuracy"] = by_epoch[best].get(
+                    "test_accuracy"
+                )
+        self.report.save()
+
+    def _test_scores(self, model):
+        scores = model.evaluate(self.data.evaluation, return_dict=True, verbose=0)
+        return {name: float(value) for name, value in scores.items()}
+
+    def _rank_label_errors(self):
+        from clidmu_tf.label_errors import (
+            detection_scores,
+            rank_label_errors,
+            score_samples,
+            write_label_errors_csv,
+        )
+
+        if self.model is None or METHODS[self.config["method"]][1] == "none":
+            return
+        data = self.data
+        with self.report.timed("rank_label_errors"):
+            self.train_inputs = data.train_inputs()
+            self.weights, probabilities = score_samples(
+                self.model, self.train_inputs, data.train_noisy_labels
+            )
+            rows = rank_label_errors(
+                self.weights,
+                probabilities,
+                data.train_noisy_labels,
+                indices=data.train_indices,
+                true=data.train_clean_labels if self.noise_injected else None,
+                class_names=self.class_names,
+                top=LABEL_ERRORS_KEPT,
+            )
+            write_label_errors_csv(self.run_directory.join(RunDirectory.LABEL_ERRORS), rows)
+            given_probability = probabilities[
+                np.arange(len(data.train_noisy_labels)), data.train_noisy_labels
+            ]
+            self.sample_losses = -np.log(np.maximum(given_probability, 1e-12))
+            self.run_directory.save_training_labels(
+                indices=data.train_indices,
+                given=data.train_noisy_labels,
+                true=data.train_clean_labels,
+                weights=self.weights,
+            )
+            if self.noise_injected:
+                self.report["label_error_detection"] = detection_scores(self.weights, data.flipped)
+        self.report.save()
+
+    def _export(self):
+        from clidmu_tf.export import export_ensemble
+
+        if self.ensemble is None:
+            return
+        self._say(f"Exporting the snapshot ensemble ({', '.join(self.config['export_formats'])}) ...")
+        with self.report.timed("export"):
+            card = export_ensemble(
+                self.ensemble,
+                self.run_directory.export,
+                formats=tuple(self.config["export_formats"]),
+                class_names=self.class_names,
+                preprocessing=describe_preprocessing(self.data.dataset),
+                noise_report=self.data.noise_report,
+                metrics={"test_accuracy": self.report["ensemble_test_accuracy"]},
+                members=self.ensemble_members,
+                verification_inputs=self.test_inputs[:VERIFICATION_SAMPLES],
+            )
+        self.report["export"] = {
+            "directory": RunDirectory.EXPORT,
+            "formats": list(self.config["export_formats"]),
+            "verification": card.get("verification"),
+        }
+        self.report.save()
+
+    def _plot(self):
+        from clidmu_tf import plots
+
+        self._say("Drawing the plots ...")
+        written = []
+        with self.report.timed("plots"):
+            method_epochs = self.report["method"]["epochs"]
+            baseline_epochs = self.report.get("baseline", {}).get("epochs")
+            if method_epochs:
+                path = os.path.join(self.run_directory.plots, "clid_and_test_accuracy.png")
+                written.append(
+                    plots.plot_clid_and_accuracy(
+                        path,
+                        epochs=[entry["epoch"] for entry in method_epochs],
+                        meta_clid=[entry.get("meta_clid") for entry in method_epochs],
+                        test_accuracy=[entry.get("test_accuracy") for entry in method_epochs],
+                        baseline_accuracy=(
+                            [entry.get("test_accuracy") for entry in baseline_epochs]
+                            if baseline_epochs
+                            else None
+                        ),
+                        selected_epochs=[member["epoch"] for member in self.ensemble_members],
+                    )
+                )
+            if self.weights is not None:
+                written += self._plot_weights(plots)
+            if self.noise_injected:
+                path = os.path.join(self.run_directory.plots, "noise_transition_matrix.png")
+                written.append(
+                    plots.plot_transition_matrix(
+                        path,
+                        transition=self.data.noise_report.transition,
+                        class_names=self.class_names,
+                        title=(
+                            "Empirical noise transition matrix P(given = j | true = i)\n"
+                            f"{self.config['noise']}, realised flip rate "
+                            f"{self.data.noise_report.flip_rate:.1%}"
+                        ),
+                    )
+                )
+        self.report["plots"] = [os.path.relpath(path, self.run_directory.path) for path in written]
+
+    def _plot_weights(self, plots):
+        from clidmu_tf import MetaWeightNet
+
+        written = []
+        flipped = self.data.flipped if self.noise_injected else None
+        if isinstance(self.model.meta_model, MetaWeightNet):
+            upper = max(float(np.quantile(self.sample_losses, 0.995)), 1.0)
+            grid = np.linspace(0.0, upper, 200, dtype=np.float32)
+            curve = np.asarray(self.model.meta_model(grid[:, None]))[:, 0]
+            written.append(
+                plots.plot_weight_function(
+                    os.path.join(self.run_directory.plots, "meta_weight_function.png"),
+                    losses=grid,
+                    weights=curve,
+                    sample_losses=self.sample_losses,
+                    flipped=flipped,
+                )
+            )
+        if flipped is not None and flipped.any():
+            detection = self.report.get("label_error_detection") or {}
+            written.append(
+                plots.plot_weight_histograms(
+                    os.path.join(self.run_directory.plots, "sample_weight_histograms.png"),
+                    weights=self.weights,
+                    flipped=flipped,
+                    auc=detection.get("roc_auc"),
+                )
+            )
+        return written
+
+
+class _EpochRecorder(keras.callbacks.Callback):
+    """Appends each epoch's logs to a list and saves the partial report."""
+
+    # Validation runs on the test split, so Keras's `val_` metrics are the test metrics.
+    RENAMES = {"val_accuracy": "test_accuracy", "val_loss": "test_loss", "val_clid": "test_clid"}
+
+    def __init__(self, history, report):
+        super().__init__()
+        self.history = history
+        self.report = report
+
+    def on_epoch_end(self, epoch, logs=None):
+        entry = {"epoch": epoch + 1}
+        for name, value in (logs or {}).items():
+            entry[self.RENAMES.get(name, name)] = float(value)
+        self.history.append(entry)
+        self.report.save()

@@ -64,7 +64,9 @@ def make_training_data(
     un-augmented, with clean labels.
 
     Args:
-        dataset: a name for `load_dataset` or an `InMemoryDataset`.
+        dataset: a name for `load_dataset` (loaded with its defaults, so the held-out test
+            split of `digits` and `mnist_5k` is the same whatever `seed` is; call
+            `load_dataset` yourself for other options) or an `InMemoryDataset`.
         meta_objective: one of `"clid"`, `"ce_clean"`, `"ce_noisy"`, `"mae_noisy"`,
             `"none"`.
         noise: None (train with the labels as they are, e.g. CIFAR-N's human labels) or

@@ -1,0 +1,339 @@
+"""Tests of the `clidmu-tf` command line: argument errors, a tiny end-to-end run and the
+sub-commands that read it back."""
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from clidmu_tf import cli, training_job
+from clidmu_tf.run_directory import RunDirectory
+from clidmu_tf.run_report import RunReport
+
+TINY = [
+    "--limit-train", "200",
+    "--backbone", "mlp",
+    "--epochs", "2",
+    "--batch-size", "50",
+    "--top-k", "2",
+    "--verbose", "0",
+]  # fmt: skip
+PLOTS = (
+    "clid_and_test_accuracy.png",
+    "meta_weight_function.png",
+    "sample_weight_histograms.png",
+    "noise_transition_matrix.png",
+)
+
+
+def run_cli(capsys, *argv):
+    """Runs `main(argv)`; returns `(exit status, stdout, stderr)`."""
+    try:
+        status = cli.main(list(argv))
+    except SystemExit as exit:
+        status = exit.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A finished two-epoch run on 200 digits: CLID-MU, the baseline, export and plots."""
+    out = str(tmp_path_factory.mktemp("cli") / "run")
+    assert cli.main(["train", "--out", out, *TINY]) == 0
+    return out
+
+
+# Argument errors: all refused before any data is loaded, and nothing is written.
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["train", "--out", "{out}", "--epoch", "3"], ["--epochs", "Valid options:", "--noise"]),
+        (["train", "--out", "{out}", "--method", "mwnet"], ["clid-wnet", "wnet-clean-meta"]),
+        (["train", "--out", "{out}", "--backbone", "vgg"], ["small_cnn", "resnet32"]),
+        (["train", "--out", "{out}", "--distribute", "tpu"], ["mirrored", "multiworker"]),
+        (["train", "--out", "{out}", "--noise", "uniform:0.4"], ["symmetric", "instance", "pair"]),
+        (["train", "--out", "{out}", "--noise", "symmetric:1.5"], ["[0, 1]", "symmetric:1.5"]),
+        (["train", "--out", "{out}", "--noise", "symmetric"], ["KIND:RATE"]),
+        (["train", "--out", "{out}", "--epochs", "0"], ["--epochs", "positive integer"]),
+        (["train", "--out", "{out}", "--temperature", "-1"], ["--temperature", "positive"]),
+        (["train", "--out", "{out}", "--dataset", "imagenet"], ["digits", "mnist_5k", "tfds:"]),
+        (["train", "--out", "{out}", "--data-dir", "{out}/missing"], ["--data-dir"]),
+        (["train", "--out", "{out}", "--export-formats", "tflite"], ["saved_model", "onnx"]),
+        (["train", "--out", "{out}", "--distribute", "mirrored", "--meta-every", "2"],
+         ["--meta-every must be 1"]),
+        (["train"], ["--out"]),
+        (["frobnicate"], ["train", "inspect", "predict"]),
+    ],
+)
+def test_bad_arguments_are_refused_with_the_valid_choices(tmp_path, capsys, argv, expected):
+    out = tmp_path / "run"
+    argv = [arg.format(out=out) for arg in argv]
+    status, _, err = run_cli(capsys, *argv)
+    assert status == cli.EXIT_USAGE
+    for text in expected:
+        assert text in err
+    assert not out.exists()
+
+
+def test_multiworker_without_tf_config_says_what_is_needed(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    status, _, err = run_cli(
+        capsys, "train", "--out", str(tmp_path / "run"), "--distribute", "multiworker"
+    )
+    assert status == cli.EXIT_USAGE
+    assert "TF_CONFIG" in err
+
+
+def test_a_non_empty_out_is_refused_without_overwrite(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("keep me")
+    status, _, err = run_cli(capsys, "train", "--out", str(tmp_path), *TINY)
+    assert status == cli.EXIT_USAGE
+    assert "--overwrite" in err
+    # Not a run directory: even --overwrite does not delete it.
+    status, _, err = run_cli(capsys, "train", "--out", str(tmp_path), "--overwrite", *TINY)
+    assert status == cli.EXIT_USAGE
+    assert "holds no clidmu-tf run" in err
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_overwrite_replaces_an_earlier_run_only(tmp_path):
+    (tmp_path / RunReport.FINAL_NAME).write_text("{}")
+    (tmp_path / "old_snapshot.weights.h5").write_text("")
+    run = RunDirectory(tmp_path)
+    with pytest.raises(ValueError, match="--overwrite"):
+        run.check_writable(overwrite=False)
+    run.create(overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == [RunDirectory.PLOTS]
+
+
+def test_python_dash_m_runs_the_command_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "clidmu_tf", "train", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0
+    assert "--noise KIND:RATE" in result.stdout
+    assert "TF_CONFIG" in result.stdout
+
+
+def test_parse_noise():
+    assert training_job.parse_noise("none") == (None, None)
+    assert training_job.parse_noise("pair:0.2") == ("pair", 0.2)
+    with pytest.raises(ValueError, match="random_flip"):
+        training_job.parse_noise("flip:0.2")
+
+
+# The end-to-end run and what reads it back.
+
+
+def test_train_writes_a_complete_report(tiny_run):
+    report = RunReport.load(tiny_run)
+    assert report["status"] == "completed"
+    assert not os.path.exists(os.path.join(tiny_run, RunReport.PARTIAL_NAME))
+    for key in (
+        "config", "versions", "noise", "method", "baseline", "timings", "test_accuracy",
+        "ensemble_test_accuracy", "baseline_test_accuracy", "label_error_detection", "export",
+    ):  # fmt: skip
+        assert key in report, key
+    assert report["config"]["noise"] == "instance:0.4"
+    assert report["versions"]["keras"].startswith("3.")
+    assert report["noise"]["num_samples"] == 200 and report["noise"]["num_flipped"] > 0
+    epochs = report["method"]["epochs"]
+    assert [entry["epoch"] for entry in epochs] == [1, 2]
+    for name in ("loss", "meta_clid", "clid", "test_accuracy", "test_loss"):
+        assert np.isfinite(epochs[-1][name]), name
+    assert len(report["baseline"]["epochs"]) == 2
+    assert 0.0 <= report["ensemble_test_accuracy"] <= 1.0
+    assert len(report["ensemble"]["members"]) == 2
+    assert {"train_method", "train_baseline", "export", "total"} <= set(report["timings"])
+    assert report["export"]["verification"]["passed"]
+
+
+def test_train_writes_plots_snapshots_logs_and_export(tiny_run):
+    run = RunDirectory(tiny_run)
+    for name in PLOTS:
+        with open(os.path.join(run.plots, name), "rb") as handle:
+            assert handle.read(8) == b"\x89PNG\r\n\x1a\n", name
+    assert os.path.isfile(os.path.join(run.snapshots, "clid_snapshots.json"))
+    assert os.listdir(run.logs("method")) and os.listdir(run.logs("baseline"))
+    for name in ("model.onnx", "model_card.json", "saved_model"):
+        assert os.path.exists(os.path.join(run.export, name)), name
+    for name in (RunDirectory.MODEL, RunDirectory.BASELINE_MODEL, RunDirectory.LABEL_ERRORS):
+        assert os.path.isfile(run.join(name)), name
+
+
+def test_train_prints_the_comparison_table(tiny_run, capsys):
+    print(cli.comparison_table(RunReport.load(tiny_run), tiny_run))
+    table = capsys.readouterr().out
+    assert "cross-entropy baseline (last epoch)" in table
+    assert "CLID snapshot ensemble (top 2)" in table
+    assert "ROC AUC" in table
+
+
+def test_inspect_ranks_the_least_trusted_samples_as_csv(tiny_run, capsys, tmp_path):
+    status, out, _ = run_cli(capsys, "inspect", tiny_run, "--top", "7")
+    assert status == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 7
+    assert list(rows[0]) == [
+        "rank", "index", "weight", "given_label", "predicted_label", "confidence",
+        "given_name", "predicted_name", "true_label", "label_is_wrong",
+    ]  # fmt: skip
+    weights = [float(row["weight"]) for row in rows]
+    assert weights == sorted(weights)
+    assert [int(row["rank"]) for row in rows] == list(range(1, 8))
+    labels = RunDirectory(tiny_run).training_labels()
+    first = rows[0]
+    position = list(labels["indices"]).index(int(first["index"]))
+    assert int(first["given_label"]) == labels["given"][position]
+    assert int(first["true_label"]) == labels["true"][position]
+
+    output = tmp_path / "all.csv"
+    assert cli.main(["inspect", tiny_run, "--all", "--output", str(output)]) == 0
+    with open(output, newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == len(labels["indices"])
+
+
+def test_predict_on_a_numpy_file(tiny_run, capsys, tmp_path):
+    inputs = tmp_path / "x.npy"
+    np.save(inputs, np.random.default_rng(0).random((3, 8, 8, 1), dtype=np.float32))
+    results = {}
+    for model in (tiny_run, os.path.join(tiny_run, "export"), os.path.join(tiny_run, "export", "model.onnx")):
+        status, out, _ = run_cli(capsys, "predict", model, str(inputs))
+        assert status == 0
+        rows = list(csv.DictReader(io.StringIO(out)))
+        assert [row["input"] for row in rows] == ["x.npy[0]", "x.npy[1]", "x.npy[2]"]
+        assert list(rows[0]) == ["input", "predicted_class", "predicted_name", "confidence"]
+        results[model] = [row["predicted_class"] for row in rows]
+    # The Keras ensemble and its ONNX export agree.
+    assert len({tuple(classes) for classes in results.values()}) == 1
+
+
+def test_predict_on_an_image_folder(tiny_run, capsys, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    Image.new("L", (16, 16), color=200).save(folder / "a.png")
+    Image.new("RGB", (8, 8), color=(10, 20, 30)).save(folder / "sub" / "b.jpg")
+    status, out, _ = run_cli(capsys, "predict", tiny_run, str(folder))
+    assert status == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [row["input"] for row in rows] == ["a.png", os.path.join("sub", "b.jpg")]
+
+
+def test_predict_refuses_inputs_of_the_wrong_shape(tiny_run, capsys, tmp_path):
+    inputs = tmp_path / "x.npy"
+    np.save(inputs, np.zeros((2, 28, 28, 1), np.float32))
+    status, _, err = run_cli(capsys, "predict", tiny_run, str(inputs))
+    assert status == cli.EXIT_FAILED
+    assert "(8, 8, 1)" in err
+
+
+def test_evaluate_a_run_on_its_test_split(tiny_run, capsys):
+    status, out, _ = run_cli(capsys, "evaluate", tiny_run)
+    assert status == 0
+    result = json.loads(out)
+    report = RunReport.load(tiny_run)
+    assert result["accuracy"] == pytest.approx(report["ensemble_test_accuracy"], abs=1e-6)
+    assert result["num_samples"] == report["data"]["num_test"]
+    assert np.sum(result["confusion_matrix"]) == result["num_samples"]
+
+
+def test_export_a_run_again(tiny_run, capsys, tmp_path):
+    out = tmp_path / "final_export"
+    status, stdout, _ = run_cli(
+        capsys, "export", tiny_run, "--model", "final", "--formats", "onnx", "--out", str(out)
+    )
+    assert status == 0, stdout
+    assert os.path.isfile(out / "model.onnx") and not os.path.exists(out / "saved_model")
+    # An existing export is kept unless --overwrite.
+    status, _, err = run_cli(capsys, "export", tiny_run, "--out", str(out))
+    assert status == cli.EXIT_FAILED
+    assert "overwrite" in err
+
+
+def test_commands_on_a_directory_that_is_not_a_run(tmp_path, capsys):
+    status, _, err = run_cli(capsys, "inspect", str(tmp_path))
+    assert status == cli.EXIT_FAILED
+    assert "clidmu-tf train --out" in err
+
+
+# Failures and Ctrl-C.
+
+
+def test_a_failed_run_leaves_no_report_json(tmp_path, monkeypatch, capsys):
+    def fail(self):
+        raise RuntimeError("the accelerator caught fire")
+
+    monkeypatch.setattr(training_job.TrainingJob, "_train_method", fail)
+    out = tmp_path / "run"
+    status, _, err = run_cli(capsys, "train", "--out", str(out), *TINY)
+    assert status == cli.EXIT_FAILED
+    assert "caught fire" in err
+    assert not (out / RunReport.FINAL_NAME).exists()
+    with open(out / RunReport.PARTIAL_NAME) as handle:
+        partial = json.load(handle)
+    assert partial["status"] == "failed"
+    assert partial["error"]["type"] == "RuntimeError"
+    with pytest.raises(FileNotFoundError, match="did not finish"):
+        RunReport.load(out)
+
+
+def test_ctrl_c_keeps_the_snapshots_and_writes_an_interrupted_report(tmp_path, monkeypatch, capsys):
+    record = training_job._EpochRecorder.on_epoch_end
+
+    def interrupt_after_first_epoch(self, epoch, logs=None):
+        record(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training_job._EpochRecorder, "on_epoch_end", interrupt_after_first_epoch)
+    out = tmp_path / "run"
+    status, stdout, _ = run_cli(capsys, "train", "--out", str(out), *TINY)
+    assert status == cli.EXIT_INTERRUPTED
+    report = RunReport.load(out)
+    assert report["status"] == "interrupted"
+    assert len(report["method"]["epochs"]) == 1
+    assert "baseline" not in report and "export" not in report
+    assert len(report["ensemble"]["members"]) == 1
+    assert os.path.isfile(out / "snapshots" / "clid_snapshot_epoch_0001.weights.h5")
+    assert (out / "plots" / "clid_and_test_accuracy.png").is_file()
+    assert "Status: interrupted" in stdout
+
+
+def test_run_report_is_written_atomically_and_only_when_finished(tmp_path):
+    report = RunReport(tmp_path, {"epochs": 1})
+    report["values"] = np.arange(3)
+    report.save()
+    assert not (tmp_path / RunReport.FINAL_NAME).exists()
+    with open(tmp_path / RunReport.PARTIAL_NAME) as handle:
+        assert json.load(handle)["status"] == "running"
+    report.finish("completed")
+    assert sorted(os.listdir(tmp_path)) == [RunReport.FINAL_NAME]
+    assert RunReport.load(tmp_path)["values"] == [0, 1, 2]
+    with pytest.raises(ValueError, match="status"):
+        report.finish("running")
+
+
+def test_tune_runs_a_search_and_writes_a_summary(tmp_path, capsys):
+    out = tmp_path / "search"
+    status, stdout, _ = run_cli(
+        capsys, "tune", "--out", str(out), "--limit-train", "150", "--max-trials", "1",
+        "--epochs", "1", "--verbose", "0",
+    )  # fmt: skip
+    assert status == 0
+    with open(out / "summary.json") as handle:
+        summary = json.load(handle)
+    assert summary["objective"]["name"] == "val_clid"
+    assert len(summary["trials"]) == 1
+    assert "val_clean_accuracy" in stdout

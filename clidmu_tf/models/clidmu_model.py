@@ -363,6 +363,9 @@ class CLIDMUModel(keras.Model):
                 f"{replicas} replicas"
             )
         self._check_fit_data(x, y)
+        if isinstance(x, tf.data.Dataset):
+            # A dataset is shuffled by its pipeline; Keras would only warn about the default.
+            kwargs.setdefault("shuffle", False)
         if self.compiled:
             with self.distribute_strategy.scope():
                 self.build_optimizers()

@@ -307,3 +307,18 @@ def test_per_sample_weights_checks_lengths():
     assert weights.shape == (40,) and np.all((weights > 0) & (weights < 1))
     with pytest.raises(ValueError, match="same length"):
         model.per_sample_weights(x, y[:-1])
+
+
+@pytest.mark.parametrize("meta_model", ["wnet", "vri"])
+def test_mixed_precision_keeps_losses_in_float32(meta_model):
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        x, y = tiny_data()
+        model = tiny_model(meta_model)
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+        history = model.fit(clid_stream(x, y), epochs=1, verbose=0, validation_data=(x, y))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert model.backbone.compute_dtype == "float16"
+    assert all(np.isfinite(values[-1]) for values in history.history.values())

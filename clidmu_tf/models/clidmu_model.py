@@ -276,10 +276,13 @@ class CLIDMUModel(keras.Model):
         """The meta-model-modulated training loss and the per-sample weights it used."""
         if self.uses_rectifier:
             rectifier = self.meta_model([ops.stop_gradient(features), labels], training=training)
+            rectifier = ops.cast(rectifier, "float32")
             per_sample = _cross_entropy(labels, rectifier * ops.cast(logits, "float32"))
             return ops.mean(per_sample)
         per_sample = _cross_entropy(labels, logits)
-        weights = ops.squeeze(self.meta_model(ops.stop_gradient(per_sample)[:, None]), axis=-1)
+        weights = self.meta_model(ops.stop_gradient(per_sample)[:, None])
+        # The loss stays in float32 under mixed precision, like CLID.
+        weights = ops.cast(ops.squeeze(weights, axis=-1), "float32")
         total = ops.sum(weights)
         # All-zero weights are left as they are (the loss is then 0), as the authors do.
         weights = ops.where(total > 0, weights / ops.where(total > 0, total, 1.0), weights)

@@ -143,6 +143,12 @@ def _add_data_arguments(parser, defaults):
         f"RATE in [0, 1] (default {defaults['noise']}).",
     )
     parser.add_argument(
+        "--class-map", choices=training_job.CLASS_MAPS,
+        help="the confusions of asymmetric noise: mnist (7->1, 2->7, 5<->6, 3->8) or cifar10 "
+        "(truck->automobile, bird->airplane, deer->horse, cat<->dog); default: the dataset's "
+        "own, where it has one (mnist, mnist_5k, svhn_cropped, cifar10).",
+    )
+    parser.add_argument(
         "--limit-train", type=_positive_int, metavar="N",
         help="train on a stratified subset of N training samples (quick runs and smoke tests).",
     )
@@ -369,12 +375,26 @@ def _fail_usage(args, message):
 # Sub-commands.
 
 
-def _train(args):
+def _check_data_arguments(args):
+    """Checks `--noise`, `--class-map` and `--dataset`; returns the noise's (kind, rate)."""
     from clidmu_tf.data_sources import check_dataset_argument
 
     try:
-        training_job.parse_noise(args.noise)
+        kind, rate = training_job.parse_noise(args.noise)
         check_dataset_argument(args.dataset, args.data_dir)
+    except ValueError as error:
+        _fail_usage(args, str(error))
+    if args.class_map is not None and kind != "asymmetric":
+        _fail_usage(
+            args,
+            f"--class-map applies to asymmetric noise only. Received: --noise={args.noise!r}",
+        )
+    return kind, rate
+
+
+def _train(args):
+    _check_data_arguments(args)
+    try:
         RunDirectory(args.out).check_writable(args.overwrite)
     except ValueError as error:
         _fail_usage(args, str(error))
@@ -437,8 +457,7 @@ def comparison_table(report, run_dir):
         )
     timings = report.get("timings", {})
     lines.append(
-        f"Status: {report['status']}, {timings.get('total', 0.0):.0f} s. Report, plots and export "
-        f"in {run_dir}"
+        f"Status: {report['status']}, {timings.get('total', 0.0):.0f} s. Run directory: {run_dir}"
     )
     return "\n".join(lines)
 
@@ -611,14 +630,10 @@ def _inspect(args):
 def _tune(args):
     import numpy as np
 
-    from clidmu_tf.data_sources import check_dataset_argument, load_source_dataset
+    from clidmu_tf.data_sources import load_source_dataset
     from clidmu_tf.pipelines import corrupt_labels, stratified_split
 
-    try:
-        noise_kind, noise_rate = training_job.parse_noise(args.noise)
-        check_dataset_argument(args.dataset, args.data_dir)
-    except ValueError as error:
-        _fail_usage(args, str(error))
+    noise_kind, noise_rate = _check_data_arguments(args)
     if os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:
         if not os.path.isfile(os.path.join(args.out, "summary.json")):
             _fail_usage(args, f"--out {args.out!r} exists, is not empty and holds no search; "
@@ -641,7 +656,7 @@ def _tune(args):
             num_classes=dataset.num_classes,
             seed=args.seed,
             features=dataset.inputs() if noise_kind == "instance" else None,
-            class_map=dataset.class_map if noise_kind == "asymmetric" else None,
+            class_map=(args.class_map or dataset.class_map) if noise_kind == "asymmetric" else None,
         )
     validation, train = stratified_split(
         given[pool], size=max(2, round(args.validation_fraction * len(pool))), seed=args.seed

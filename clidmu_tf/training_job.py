@@ -27,6 +27,7 @@ BACKBONES = ("auto", "mlp", "small_cnn", "resnet32", "preact_resnet18", "wide_re
 DISTRIBUTIONS = ("none", "mirrored", "multiworker")
 EXPORT_FORMATS = ("saved_model", "onnx")
 LR_SCHEDULES = ("cosine", "constant")
+CLASS_MAPS = ("mnist", "cifar10")
 
 # Chosen so that the whole default job (both trainings, the ensemble and its export) runs in
 # a few minutes on two CPU cores; see the README.
@@ -36,6 +37,7 @@ DEFAULTS = {
     "image_size": None,
     "label_file": None,
     "noise": "instance:0.4",
+    "class_map": None,
     "method": "clid-wnet",
     "baseline": "ce",
     "backbone": "auto",
@@ -272,6 +274,7 @@ class TrainingJob:
             options = {
                 "noise": self.noise_kind,
                 "noise_rate": self.noise_rate,
+                "class_map": config["class_map"],
                 "meta_size": config["meta_size"],
                 "batch_size": config["batch_size"],
                 "meta_batch_size": config["meta_batch_size"],

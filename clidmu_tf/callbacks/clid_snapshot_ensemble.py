@@ -218,7 +218,7 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
         temperature = DEFAULT_TEMPERATURE if self.temperature is None else self.temperature
         metric = CLID(temperature=temperature)
         for batch in self._meta_batches():
-            if batch.shape[0] is not None and batch.shape[0] < 2:
+            if batch.shape[0] < 2:
                 continue
             outputs = model(batch, training=False)
             if not isinstance(outputs, dict) or not {"logits", "features"} <= set(outputs):

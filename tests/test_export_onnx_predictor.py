@@ -175,9 +175,5 @@ def test_the_predictor_module_needs_no_tensorflow(exported, tmp_path):
     run_without_tensorflow(exported, tmp_path, "tensorflow,keras,tf2onnx,clidmu_tf", "file")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="clidmu_tf/__init__.py imports TensorFlow eagerly; passes once it imports lazily",
-)
 def test_the_installed_package_needs_no_tensorflow(exported, tmp_path):
     run_without_tensorflow(exported, tmp_path, "tensorflow,keras,tf2onnx", "package")

@@ -365,8 +365,6 @@ class TrainingJob:
             validation_data=data.evaluation,
             callbacks=[*callbacks, tensorboard, recorder],
             verbose=self.verbose,
-            # The pipeline shuffles; Keras warns when asked to shuffle a tf.data stream.
-            shuffle=False,
         )
 
     def _train_method(self):

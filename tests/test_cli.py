@@ -337,3 +337,34 @@ def test_tune_runs_a_search_and_writes_a_summary(tmp_path, capsys):
     assert summary["objective"]["name"] == "val_clid"
     assert len(summary["trials"]) == 1
     assert "val_clean_accuracy" in stdout
+
+
+def test_train_under_a_mirrored_strategy(tmp_path, capsys):
+    # The test session has two logical CPUs (conftest), so this runs two replicas.
+    out = tmp_path / "run"
+    status, _, _ = run_cli(
+        capsys, "train", "--out", str(out), "--distribute", "mirrored", "--baseline", "none",
+        "--export-formats", "none", *TINY,
+    )  # fmt: skip
+    assert status == 0
+    report = RunReport.load(out)
+    assert report["distribution"] == {"strategy": "MirroredStrategy", "replicas": 2}
+    assert len(report["method"]["epochs"]) == 2 and "baseline" not in report
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "clidmu_tf.run_report",
+        "clidmu_tf.run_directory",
+        "clidmu_tf.training_job",
+        "clidmu_tf.label_errors",
+    ],
+)
+def test_docstring_examples_run(module, tmp_path, monkeypatch):
+    import doctest
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -12,6 +12,7 @@ import sys
 
 from clidmu_tf import training_job
 from clidmu_tf.run_directory import RunDirectory
+from clidmu_tf.run_report import RunReport
 
 PROG = "clidmu-tf"
 EXIT_FAILED = 1
@@ -257,7 +258,9 @@ def build_parser():
                        help="0 silent, 1 progress bars (default), 2 one line per epoch.")
 
     export = commands.add_parser(
-        "export", allow_abbrev=False, help="export a run's snapshot ensemble to SavedModel and ONNX, verified",
+        "export",
+        allow_abbrev=False,
+        help="export a run's snapshot ensemble to SavedModel and ONNX, verified",
         description="Export a finished run's CLID snapshot ensemble (or its final or baseline "
         "model) to SavedModel and ONNX, verify both against Keras on the test split, and write "
         "model_card.json.",
@@ -274,7 +277,9 @@ def build_parser():
                         help="replace an existing export directory.")
 
     predict = commands.add_parser(
-        "predict", allow_abbrev=False, help="predict classes of a numpy file, an image or a folder of images",
+        "predict",
+        allow_abbrev=False,
+        help="predict classes of a numpy file, an image or a folder of images",
         description="Predict with MODEL: a run directory, an export directory, a .onnx or "
         ".keras file. INPUT: a .npy/.npz array [N, ...] (uint8 is divided by 255), an image "
         "file, or a folder of images (resized to the model's input). Writes CSV.",
@@ -288,7 +293,9 @@ def build_parser():
     predict.add_argument("--batch-size", type=_positive_int, default=256)
 
     evaluate = commands.add_parser(
-        "evaluate", allow_abbrev=False, help="accuracy and loss of a model on a labelled test set",
+        "evaluate",
+        allow_abbrev=False,
+        help="accuracy and loss of a model on a labelled test set",
         description="Evaluate MODEL (a run directory, an export directory, a .onnx or .keras "
         "file) on the test split of --dataset (default: the run's dataset), or on --inputs "
         "with --labels. Prints JSON.",
@@ -306,7 +313,9 @@ def build_parser():
     evaluate.add_argument("--batch-size", type=_positive_int, default=256)
 
     inspect = commands.add_parser(
-        "inspect", allow_abbrev=False, help="the training samples the meta-model trusts least (likely label errors)",
+        "inspect",
+        allow_abbrev=False,
+        help="the training samples the meta-model trusts least (likely label errors)",
         description="Rank a run's training samples by the meta-model's trust in their label "
         "(model.per_sample_weights), least trusted first, as CSV: rank, index (position in the "
         "dataset's training split), weight, given label, the model's prediction and confidence, "
@@ -320,7 +329,9 @@ def build_parser():
     inspect.add_argument("--output", metavar="CSV", help="write here instead of to stdout.")
 
     tune = commands.add_parser(
-        "tune", allow_abbrev=False, help="hyperparameter search ranked by CLID on held-out noisy data",
+        "tune",
+        allow_abbrev=False,
+        help="hyperparameter search ranked by CLID on held-out noisy data",
         description="Search CLIDMUModel's hyperparameters with keras-tuner. Trials are ranked by "
         "--objective; the default, val_clid, reads no labels. A fraction of the noisy training "
         "set is held out for validation; when the noise was injected its true labels are "
@@ -365,6 +376,9 @@ def main(argv=None):
         return args.handler(args) or 0
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as error:
         print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        partial = os.path.join(getattr(args, "out", None) or "", RunReport.PARTIAL_NAME)
+        if args.command == "train" and os.path.isfile(partial):
+            print(f"The run failed; its partial report is {partial}.", file=sys.stderr)
         return EXIT_FAILED
 
 
@@ -479,7 +493,9 @@ def _export(args):
         _fail_usage(args, "--formats must name at least one of saved_model, onnx.")
     model = run.load_model(args.model)
     dataset = run.load_dataset()
-    members = read_snapshot_manifest(run.snapshots)["snapshots"] if args.model == "ensemble" else None
+    members = None
+    if args.model == "ensemble":
+        members = read_snapshot_manifest(run.snapshots)["snapshots"]
     accuracy_key = {"ensemble": "ensemble_test_accuracy", "final": "test_accuracy",
                     "baseline": "baseline_test_accuracy"}[args.model]
     card = export_ensemble(
@@ -495,7 +511,8 @@ def _export(args):
         overwrite=args.overwrite,
     )
     verification = card.get("verification")
-    print(f"Exported the {args.model} model of {args.run_dir} to {out} ({', '.join(args.formats)}).")
+    formats = ", ".join(args.formats)
+    print(f"Exported the {args.model} model of {args.run_dir} to {out} ({formats}).")
     if verification is not None:
         print(json.dumps(verification, indent=2, default=lambda value: np.asarray(value).tolist()))
     return 0
@@ -540,6 +557,7 @@ def _write_csv(path, header, rows):
 def _evaluate(args):
     import numpy as np
 
+    from clidmu_tf.data_sources import check_dataset_argument, load_source_dataset
     from clidmu_tf.input_files import read_array
     from clidmu_tf.loaded_classifier import LoadedClassifier
 
@@ -547,16 +565,19 @@ def _evaluate(args):
         _fail_usage(args, "pass both --inputs and --labels, or neither.")
     if args.inputs is not None and args.dataset is not None:
         _fail_usage(args, "pass either --dataset or --inputs/--labels, not both.")
+    if args.dataset is not None:
+        try:
+            check_dataset_argument(args.dataset, args.data_dir)
+        except ValueError as error:
+            _fail_usage(args, str(error))
+    elif args.inputs is None and not RunDirectory(args.model).is_run:
+        _fail_usage(args, "MODEL is not a run directory: pass --dataset or --inputs/--labels.")
     classifier = LoadedClassifier(args.model, model_kind=args.model_kind)
     if args.inputs is not None:
         x, y = read_array(args.inputs), np.asarray(read_array(args.labels)).reshape(-1)
         source = args.inputs
     else:
-        from clidmu_tf.data_sources import load_source_dataset
-
         if args.dataset is None:
-            if classifier.run is None:
-                _fail_usage(args, "MODEL is not a run directory: pass --dataset or --inputs/--labels.")
             dataset = classifier.run.load_dataset()
         else:
             dataset = load_source_dataset(
@@ -576,6 +597,7 @@ def _evaluate(args):
             f"[{y.min()}, {y.max()}]"
         )
     predicted = probabilities.argmax(axis=1)
+    true_class_probability = np.maximum(probabilities[np.arange(len(y)), y], 1e-12)
     classes = probabilities.shape[1]
     confusion = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(confusion, (y, predicted), 1)
@@ -585,7 +607,7 @@ def _evaluate(args):
         "data": source,
         "num_samples": int(len(y)),
         "accuracy": float(np.mean(predicted == y)),
-        "cross_entropy": float(-np.mean(np.log(np.maximum(probabilities[np.arange(len(y)), y], 1e-12)))),
+        "cross_entropy": float(-np.mean(np.log(true_class_probability))),
         "per_class_accuracy": per_class.round(4).tolist(),
         "confusion_matrix": confusion.tolist(),
     }

@@ -104,7 +104,7 @@ class LoadedClassifier:
         self._serve = lambda x: signature(**{spec.name: tf.constant(x)})["probabilities"]
         if os.path.isfile(card_path):
             with open(card_path, encoding="utf-8") as handle:
-                self.class_names = json.load(handle).get("class_names")
+                self.class_names = (json.load(handle).get("classes") or {}).get("names")
         self.description = f"the SavedModel {path!r}"
 
     def predict_proba(self, x, batch_size=256):

@@ -68,9 +68,8 @@ class RunDirectory:
     @property
     def is_run(self):
         """Whether the directory holds a run's report, finished or not."""
-        return any(
-            os.path.isfile(self.join(name)) for name in (RunReport.FINAL_NAME, RunReport.PARTIAL_NAME)
-        )
+        names = (RunReport.FINAL_NAME, RunReport.PARTIAL_NAME)
+        return any(os.path.isfile(self.join(name)) for name in names)
 
     def check_writable(self, overwrite):
         """Checks that a new run may be written here, without changing anything.

@@ -341,8 +341,11 @@ class TrainingJob:
                 )
             meta_optimizer = None
             if config["meta_learning_rate"] is not None:
-                meta_class = keras.optimizers.Adam if meta_model_name == "vri" else keras.optimizers.SGD
-                meta_optimizer = meta_class(
+                # The optimisers of the library's defaults, at the configured rate.
+                optimizer_class = (
+                    keras.optimizers.Adam if meta_model_name == "vri" else keras.optimizers.SGD
+                )
+                meta_optimizer = optimizer_class(
                     learning_rate=config["meta_learning_rate"], weight_decay=META_WEIGHT_DECAY
                 )
             model.compile(
@@ -486,7 +489,8 @@ class TrainingJob:
 
         if self.ensemble is None:
             return
-        self._say(f"Exporting the snapshot ensemble ({', '.join(self.config['export_formats'])}) ...")
+        formats = ", ".join(self.config["export_formats"])
+        self._say(f"Exporting the snapshot ensemble ({formats}) ...")
         with self.report.timed("export"):
             card = export_ensemble(
                 self.ensemble,

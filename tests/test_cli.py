@@ -208,7 +208,14 @@ def test_predict_on_a_numpy_file(tiny_run, capsys, tmp_path):
     inputs = tmp_path / "x.npy"
     np.save(inputs, np.random.default_rng(0).random((3, 8, 8, 1), dtype=np.float32))
     results = {}
-    for model in (tiny_run, os.path.join(tiny_run, "export"), os.path.join(tiny_run, "export", "model.onnx")):
+    export = os.path.join(tiny_run, "export")
+    models = (
+        tiny_run,
+        export,
+        os.path.join(export, "model.onnx"),
+        os.path.join(export, "saved_model"),
+    )
+    for model in models:
         status, out, _ = run_cli(capsys, "predict", model, str(inputs))
         assert status == 0
         rows = list(csv.DictReader(io.StringIO(out)))
@@ -250,6 +257,18 @@ def test_evaluate_a_run_on_its_test_split(tiny_run, capsys):
     assert np.sum(result["confusion_matrix"]) == result["num_samples"]
 
 
+def test_evaluate_an_onnx_export_on_arrays(tiny_run, capsys, tmp_path):
+    onnx_file = os.path.join(tiny_run, "export", "model.onnx")
+    status, _, err = run_cli(capsys, "evaluate", onnx_file)
+    assert status == cli.EXIT_USAGE and "--inputs" in err
+    x, y = tmp_path / "x.npy", tmp_path / "y.npy"
+    np.save(x, np.zeros((4, 8, 8, 1), np.float32))
+    np.save(y, np.array([0, 1, 2, 3]))
+    status, out, _ = run_cli(capsys, "evaluate", onnx_file, "--inputs", str(x), "--labels", str(y))
+    assert status == 0
+    assert json.loads(out)["num_samples"] == 4
+
+
 def test_export_a_run_again(tiny_run, capsys, tmp_path):
     out = tmp_path / "final_export"
     status, stdout, _ = run_cli(
@@ -280,7 +299,7 @@ def test_a_failed_run_leaves_no_report_json(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     status, _, err = run_cli(capsys, "train", "--out", str(out), *TINY)
     assert status == cli.EXIT_FAILED
-    assert "caught fire" in err
+    assert "caught fire" in err and RunReport.PARTIAL_NAME in err
     assert not (out / RunReport.FINAL_NAME).exists()
     with open(out / RunReport.PARTIAL_NAME) as handle:
         partial = json.load(handle)

@@ -21,6 +21,8 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 MODEL_KINDS = ("ensemble", "final", "baseline")
 TUNE_METHODS = ("clid-wnet", "clid-vri", "wnet-noisy-meta", "wnet-mae-meta", "ce")
+# The keras-tuner project folder inside `tune --out`; its presence means a search to resume.
+TUNE_PROJECT = "search"
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -355,7 +357,8 @@ def build_parser():
                       help="share of the noisy training set held out (default 0.2).")
     tune.add_argument("--out", required=True, metavar="DIR",
                       help="the search directory (keras-tuner files and summary.json).")
-    tune.add_argument("--overwrite", action="store_true", help="start the search afresh.")
+    tune.add_argument("--overwrite", action="store_true",
+                      help="start afresh instead of resuming the search in --out.")
     tune.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
     return parser
 
@@ -656,10 +659,18 @@ def _tune(args):
     from clidmu_tf.pipelines import corrupt_labels, stratified_split
 
     noise_kind, noise_rate = _check_data_arguments(args)
-    if os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:
-        if not os.path.isfile(os.path.join(args.out, "summary.json")):
-            _fail_usage(args, f"--out {args.out!r} exists, is not empty and holds no search; "
-                        "choose another directory.")
+    if os.path.isfile(args.out):
+        _fail_usage(args, f"--out must be a directory. Received: --out={args.out!r}, a file")
+    if (
+        os.path.isdir(args.out)
+        and os.listdir(args.out)
+        and not os.path.isdir(os.path.join(args.out, TUNE_PROJECT))
+    ):
+        _fail_usage(
+            args,
+            f"--out {args.out!r} is not empty and holds no search to resume or overwrite; "
+            "choose another directory.",
+        )
     from clidmu_tf.tuning import run_search
 
     dataset = load_source_dataset(
@@ -701,7 +712,7 @@ def _tune(args):
         meta_model=meta_model,
         meta_objective=meta_objective,
         directory=args.out,
-        project_name="search",
+        project_name=TUNE_PROJECT,
         overwrite=args.overwrite,
         seed=args.seed,
         verbose=args.verbose,

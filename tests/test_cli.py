@@ -358,14 +358,30 @@ def test_tune_runs_a_search_and_writes_a_summary(tmp_path, capsys):
     assert "val_clean_accuracy" in stdout
 
 
-def test_train_under_a_mirrored_strategy(tmp_path, capsys):
-    # The test session has two logical CPUs (conftest), so this runs two replicas.
+MIRRORED_ON_TWO_CPUS = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from clidmu_tf import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_train_under_a_mirrored_strategy(tmp_path):
+    # In a process of its own: TensorFlow's collective ops keep per-process state, and two
+    # MirroredStrategy runs over the same devices in one process can collide.
     out = tmp_path / "run"
-    status, _, _ = run_cli(
-        capsys, "train", "--out", str(out), "--distribute", "mirrored", "--baseline", "none",
-        "--export-formats", "none", *TINY,
+    result = subprocess.run(
+        [
+            sys.executable, "-c", MIRRORED_ON_TWO_CPUS, "train", "--out", str(out),
+            "--distribute", "mirrored", "--baseline", "none", "--export-formats", "none", *TINY,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )  # fmt: skip
-    assert status == 0
+    assert result.returncode == 0, result.stderr[-3000:]
     report = RunReport.load(out)
     assert report["distribution"] == {"strategy": "MirroredStrategy", "replicas": 2}
     assert len(report["method"]["epochs"]) == 2 and "baseline" not in report

@@ -88,7 +88,8 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
     its own scale. Use `keras_tuner.Objective("val_clid", "min")` to select without labels.
 
     Training that diverges (a non-finite loss) stops and the trial is reported as failed
-    (`keras_tuner.errors.FailedTrialError`), so it cannot be selected.
+    (`keras_tuner.errors.FailedTrialError`), so it cannot be selected; keras-tuner ends a
+    search after 3 failed trials in a row (`max_consecutive_failed_trials`).
 
     Args:
         input_shape: shape of one input sample.
@@ -114,6 +115,7 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
 
     Example:
 
+    >>> import tempfile
     >>> import keras_tuner
     >>> import numpy as np
     >>> x = np.random.rand(120, 8, 8, 1).astype("float32")
@@ -121,7 +123,7 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
     >>> hypermodel = CLIDMUHyperModel((8, 8, 1), 10, seed=0)
     >>> tuner = keras_tuner.RandomSearch(
     ...     hypermodel, objective=keras_tuner.Objective("val_clid", "min"),
-    ...     max_trials=2, directory="/tmp/clidmu_tuning_example", overwrite=True)
+    ...     max_trials=2, directory=tempfile.mkdtemp())
     >>> tuner.search(x[:80], y[:80], validation_data=(x[80:], y[80:]), epochs=1, verbose=0)
     >>> tuner.get_best_models()[0].predict(x, verbose=0).shape
     (120, 10)

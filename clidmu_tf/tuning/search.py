@@ -78,7 +78,9 @@ def run_search(
         objective: a name from `OBJECTIVES` (its direction is known), or a
             `keras_tuner.Objective` for anything else in the logs (for example from
             `callbacks`).
-        tuner: `"random"` or `"bayesian"`.
+        tuner: `"random"`, `"bayesian"`, or a `keras_tuner.Tuner` subclass that takes
+            `RandomSearch`'s arguments (for example one that also records each trial's
+            history).
         max_trials: number of configurations tried.
         epochs: training epochs per trial; each trial keeps its best epoch by `objective`.
         backbone: a backbone name or a list of names to search (see `CLIDMUHyperModel`).
@@ -110,17 +112,21 @@ def run_search(
 
     Example:
 
+    >>> import tempfile
     >>> import numpy as np
     >>> x = np.random.rand(120, 8, 8, 1).astype("float32")
     >>> y = np.random.randint(0, 10, 120)
     >>> tuner, summary = run_search(
     ...     x[:80], y[:80], x[80:], y[80:], num_classes=10, max_trials=2, epochs=1,
-    ...     directory="/tmp/clidmu_run_search_example", overwrite=True, seed=0)
+    ...     directory=tempfile.mkdtemp(), seed=0)
     >>> [trial["status"] for trial in summary["trials"]]
     ['COMPLETED', 'COMPLETED']
     """
     objective = _check_objective(objective, y_val, y_val_clean)
-    tuner_class = TUNERS[check_choice("tuner", tuner, TUNERS)]
+    if isinstance(tuner, type) and issubclass(tuner, keras_tuner.Tuner):
+        tuner_class = tuner
+    else:
+        tuner_class = TUNERS[check_choice("tuner", tuner, TUNERS)]
     check_positive_int("max_trials", max_trials)
     check_positive_int("epochs", epochs)
     x_train, x_val = np.asarray(x_train), np.asarray(x_val)

@@ -1,0 +1,214 @@
+"""How good is CLID at picking hyperparameters when no clean labels exist?
+
+One keras-tuner random search (`clidmu_tf.tuning.run_search`, objective `val_clid`) on an
+offline dataset with injected label noise. Every trial also logs, per epoch, its accuracy on
+the noisy validation labels, on the clean validation labels and on the clean test set; the
+script then asks what each selector would have returned, picking both the trial and its
+best epoch the way keras-tuner does with that objective:
+
+- `val_clid` (min): label-free, what a user without clean data can run;
+- `val_accuracy` (max): accuracy against the noisy validation labels;
+- `val_clean_accuracy` (max): the oracle, with clean validation labels.
+
+It reports, over the completed trials, the Spearman rank correlation between each
+selector's score and the clean test accuracy (at that selector's best epoch; CLID is
+minimised, so a good CLID selector shows a negative correlation), and the clean test
+accuracy of each selector's pick.
+
+Usage:
+
+    python benchmarks/clid_selection.py --dataset mnist_5k --noise symmetric --rate 0.4 \\
+        --trials 12 --epochs 10 --seed 0 --output clid_selection.json
+"""
+
+import argparse
+import json
+import pathlib
+import tempfile
+import time
+
+import keras_tuner
+import numpy as np
+from scipy import stats
+
+from clidmu_tf.pipelines import corrupt_labels, load_dataset
+from clidmu_tf.tuning import HeldOutValidation, run_search
+
+SELECTORS = {
+    "val_clid": "min",
+    "val_accuracy": "max",
+    "val_clean_accuracy": "max",
+}
+
+
+class RecordingRandomSearch(keras_tuner.RandomSearch):
+    """A random search that keeps every trial's per-epoch logs (keras-tuner keeps one epoch)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.histories = {}
+
+    def run_trial(self, trial, *args, **kwargs):
+        histories = super().run_trial(trial, *args, **kwargs)
+        self.histories[trial.trial_id] = histories[0].history
+        return histories
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="mnist_5k", choices=["mnist_5k", "digits"])
+    parser.add_argument("--noise", default="symmetric", choices=["symmetric", "instance"])
+    parser.add_argument("--rate", type=float, default=0.4)
+    parser.add_argument("--backbone", default="mlp")
+    parser.add_argument(
+        "--width", type=float, default=None, help="fix width_multiplier (searched when unset)"
+    )
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default="clid_selection.json")
+    return parser.parse_args()
+
+
+def noisy_splits(args):
+    """Train/validation split of the noisy training set, and the clean test set."""
+    data = load_dataset(args.dataset, seed=args.seed)
+    x = data.inputs(split="train")
+    clean = data.y_train
+    features = x.reshape(len(x), -1) if args.noise == "instance" else None
+    noisy, report = corrupt_labels(
+        clean,
+        kind=args.noise,
+        rate=args.rate,
+        num_classes=data.num_classes,
+        seed=args.seed,
+        features=features,
+    )
+    order = np.random.default_rng(args.seed).permutation(len(x))
+    num_val = int(round(args.val_fraction * len(x)))
+    val, train = order[:num_val], order[num_val:]
+    splits = {
+        "x_train": x[train],
+        "y_train": noisy[train],
+        "x_val": x[val],
+        "y_val": noisy[val],
+        "y_val_clean": clean[val],
+        "x_test": data.inputs(split="test"),
+        "y_test": data.y_test,
+    }
+    return splits, data.num_classes, report
+
+
+def selection(histories, metric, direction):
+    """Each trial's best epoch by `metric`, its score there and its test accuracy there."""
+    rows = []
+    for trial_id, history in sorted(histories.items()):
+        values = np.asarray(history[metric])
+        epoch = int(np.argmin(values) if direction == "min" else np.argmax(values))
+        rows.append(
+            {
+                "trial_id": trial_id,
+                "epoch": epoch + 1,
+                "score": float(values[epoch]),
+                "test_accuracy": float(history["test_accuracy"][epoch]),
+            }
+        )
+    scores = np.array([row["score"] for row in rows])
+    test = np.array([row["test_accuracy"] for row in rows])
+    chosen = rows[int(np.argmin(scores) if direction == "min" else np.argmax(scores))]
+    # Undefined (NaN, written as null) when every trial has the same score or accuracy.
+    rho = stats.spearmanr(scores, test).statistic
+    return {
+        "spearman_with_test_accuracy": None if np.isnan(rho) else float(rho),
+        "chosen_trial": chosen["trial_id"],
+        "chosen_epoch": chosen["epoch"],
+        "chosen_test_accuracy": chosen["test_accuracy"],
+        "per_trial": rows,
+    }
+
+
+def main():
+    args = parse_args()
+    splits, num_classes, report = noisy_splits(args)
+    hyperparameters = keras_tuner.HyperParameters()
+    if args.width is not None:
+        hyperparameters.Fixed("width_multiplier", args.width)
+    start = time.time()
+    with tempfile.TemporaryDirectory() as directory:
+        tuner, summary = run_search(
+            splits["x_train"],
+            splits["y_train"],
+            splits["x_val"],
+            splits["y_val"],
+            y_val_clean=splits["y_val_clean"],
+            num_classes=num_classes,
+            objective="val_clid",
+            tuner=RecordingRandomSearch,
+            max_trials=args.trials,
+            epochs=args.epochs,
+            backbone=args.backbone,
+            hyperparameters=hyperparameters,
+            directory=directory,
+            project_name="clid_selection",
+            overwrite=True,
+            seed=args.seed,
+            callbacks=[HeldOutValidation(splits["x_test"], splits["y_test"], prefix="test_")],
+        )
+    seconds = time.time() - start
+    completed = {
+        trial["trial_id"] for trial in summary["trials"] if trial["status"] == "COMPLETED"
+    }
+    histories = {
+        trial_id: history
+        for trial_id, history in tuner.histories.items()
+        if trial_id in completed
+    }
+    results = {
+        "command_arguments": vars(args),
+        "num_train": len(splits["x_train"]),
+        "num_val": len(splits["x_val"]),
+        "num_test": len(splits["x_test"]),
+        "realised_noise_rate": float(report.flip_rate),
+        "trials": len(summary["trials"]),
+        "completed_trials": len(histories),
+        "search_seconds": round(seconds, 1),
+        # References: the best test accuracy any trial reached at any epoch (a selector
+        # that could read the test set), and the mean over trials at their last epoch
+        # (picking a trial at random, without early stopping).
+        "test_oracle_accuracy": max(max(h["test_accuracy"]) for h in histories.values()),
+        "random_pick_accuracy": float(
+            np.mean([h["test_accuracy"][-1] for h in histories.values()])
+        ),
+        "selectors": {
+            metric: selection(histories, metric, direction)
+            for metric, direction in SELECTORS.items()
+        },
+        "search_summary": summary,
+    }
+    tuner_best = summary["best"]["trial_id"]
+    assert results["selectors"]["val_clid"]["chosen_trial"] == tuner_best, (
+        "the val_clid selection here must be the tuner's own choice"
+    )
+
+    print(
+        f"{args.dataset}, {args.noise} noise {args.rate} (realised "
+        f"{results['realised_noise_rate']:.3f}), {len(histories)}/{len(summary['trials'])} "
+        f"trials completed, {args.epochs} epochs each, {seconds:.0f} s"
+    )
+    print(f"{'selector':<22}{'Spearman vs test acc':>22}{'test acc of pick':>18}")
+    for metric, result in results["selectors"].items():
+        rho = result["spearman_with_test_accuracy"]
+        rho = "undefined" if rho is None else f"{rho:.3f}"
+        print(f"{metric:<22}{rho:>22}{result['chosen_test_accuracy']:>18.4f}")
+    print(
+        f"references: best test accuracy of any trial and epoch "
+        f"{results['test_oracle_accuracy']:.4f}; mean last-epoch test accuracy "
+        f"{results['random_pick_accuracy']:.4f}"
+    )
+    pathlib.Path(args.output).write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -126,6 +126,7 @@ def _add_data_arguments(parser, defaults):
     )
     parser.add_argument(
         "--data-dir",
+        metavar="DIR",
         help="the tfds data directory holding prepared datasets (tfds's default if omitted); "
         "nothing is ever downloaded.",
     )
@@ -135,6 +136,7 @@ def _add_data_arguments(parser, defaults):
     )
     parser.add_argument(
         "--label-file",
+        metavar="FILE",
         help="for cifar10_n / cifar100_n: the CIFAR-N human label file (.pt, .npy or .npz).",
     )
     parser.add_argument(
@@ -156,7 +158,7 @@ def _add_data_arguments(parser, defaults):
         help="train on a stratified subset of N training samples (quick runs and smoke tests).",
     )
     parser.add_argument(
-        "--seed", type=_non_negative_int, default=defaults["seed"],
+        "--seed", type=_non_negative_int, metavar="N", default=defaults["seed"],
         help=f"seeds the noise, the splits, the shuffling and the weights (default "
         f"{defaults['seed']}).",
     )
@@ -203,34 +205,37 @@ def build_parser():
         "--backbone", choices=training_job.BACKBONES, default=defaults["backbone"],
         help="the classifier; auto (default) is small_cnn for images and mlp otherwise.",
     )
-    train.add_argument("--epochs", type=_positive_int, default=defaults["epochs"],
+    train.add_argument("--epochs", type=_positive_int, metavar="N", default=defaults["epochs"],
                        help=f"training epochs (default {defaults['epochs']}).")
-    train.add_argument("--batch-size", type=_positive_int, default=defaults["batch_size"],
+    train.add_argument("--batch-size", type=_positive_int, metavar="N",
+                       default=defaults["batch_size"],
                        help=f"training batch size (default {defaults['batch_size']}).")
     train.add_argument(
-        "--meta-size", type=_positive_int,
+        "--meta-size", type=_positive_int, metavar="N",
         help="size of the meta set drawn from the noisy training data (default: a fifth of the "
         "training set, at most 1000 as in the paper).",
     )
-    train.add_argument("--meta-batch-size", type=_positive_int,
+    train.add_argument("--meta-batch-size", type=_positive_int, metavar="N",
                        help="meta batch size (default: the training batch size).")
-    train.add_argument("--temperature", type=_positive_float, default=defaults["temperature"],
+    train.add_argument("--temperature", type=_positive_float, metavar="TAU",
+                       default=defaults["temperature"],
                        help=f"CLID's temperature (default {defaults['temperature']}).")
     train.add_argument(
-        "--meta-every", type=_positive_int, default=defaults["meta_every"],
+        "--meta-every", type=_positive_int, metavar="N", default=defaults["meta_every"],
         help="update the meta-model every N steps (default 1; must be 1 with --distribute).",
     )
-    train.add_argument("--learning-rate", type=_positive_float,
+    train.add_argument("--learning-rate", type=_positive_float, metavar="LR",
                        default=defaults["learning_rate"],
                        help=f"classifier SGD learning rate (default {defaults['learning_rate']}).")
     train.add_argument("--lr-schedule", choices=training_job.LR_SCHEDULES,
                        default=defaults["lr_schedule"],
                        help="cosine (default, down to 2%% of the rate) or constant.")
     train.add_argument(
-        "--meta-learning-rate", type=_positive_float, default=defaults["meta_learning_rate"],
+        "--meta-learning-rate", type=_positive_float, metavar="LR",
+        default=defaults["meta_learning_rate"],
         help="meta-model learning rate (default 1e-2: SGD for Meta-Weight-Net, Adam for VRI).",
     )
-    train.add_argument("--top-k", type=_positive_int, default=defaults["top_k"],
+    train.add_argument("--top-k", type=_positive_int, metavar="K", default=defaults["top_k"],
                        help="epochs kept in the CLID snapshot ensemble (default 5).")
     from clidmu_tf.pipelines import Augmentation
 
@@ -292,7 +297,7 @@ def build_parser():
     predict.add_argument("--model-kind", choices=MODEL_KINDS, default="ensemble",
                          help="with a run directory: which of its models (default ensemble).")
     predict.add_argument("--output", metavar="CSV", help="write here instead of to stdout.")
-    predict.add_argument("--batch-size", type=_positive_int, default=256)
+    predict.add_argument("--batch-size", type=_positive_int, default=256, metavar="N")
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -304,15 +309,16 @@ def build_parser():
     )
     evaluate.set_defaults(handler=_evaluate, parser=evaluate)
     evaluate.add_argument("model", metavar="MODEL")
-    evaluate.add_argument("--dataset", help="a --dataset value as for train (see train --help).")
-    evaluate.add_argument("--data-dir", help="the tfds data directory.")
+    evaluate.add_argument("--dataset", metavar="DATASET",
+                          help="a --dataset value as for train (see train --help).")
+    evaluate.add_argument("--data-dir", metavar="DIR", help="the tfds data directory.")
     evaluate.add_argument("--image-size", type=_image_size, metavar="HxW")
     evaluate.add_argument("--inputs", metavar="FILE", help="a .npy/.npz of inputs.")
     evaluate.add_argument("--labels", metavar="FILE", help="a .npy of integer labels.")
     evaluate.add_argument("--model-kind", choices=MODEL_KINDS, default="ensemble",
                           help="with a run directory: which of its models (default ensemble).")
     evaluate.add_argument("--output", metavar="JSON", help="also write the result here.")
-    evaluate.add_argument("--batch-size", type=_positive_int, default=256)
+    evaluate.add_argument("--batch-size", type=_positive_int, default=256, metavar="N")
 
     inspect = commands.add_parser(
         "inspect",
@@ -325,7 +331,7 @@ def build_parser():
     )
     inspect.set_defaults(handler=_inspect, parser=inspect)
     inspect.add_argument("run_dir", metavar="RUN_DIR")
-    inspect.add_argument("--top", type=_positive_int, default=50,
+    inspect.add_argument("--top", type=_positive_int, metavar="N", default=50,
                          help="how many samples to list (default 50).")
     inspect.add_argument("--all", action="store_true", help="list every training sample.")
     inspect.add_argument("--output", metavar="CSV", help="write here instead of to stdout.")
@@ -351,9 +357,10 @@ def build_parser():
                                "val_clean_accuracy"],
                       help="what ranks the trials (default val_clid, label-free).")
     tune.add_argument("--tuner", choices=("random", "bayesian"), default="random")
-    tune.add_argument("--max-trials", type=_positive_int, default=10)
-    tune.add_argument("--epochs", type=_positive_int, default=10, help="epochs per trial.")
-    tune.add_argument("--validation-fraction", type=_fraction, default=0.2,
+    tune.add_argument("--max-trials", type=_positive_int, default=10, metavar="N")
+    tune.add_argument("--epochs", type=_positive_int, default=10, metavar="N",
+                      help="epochs per trial (default 10).")
+    tune.add_argument("--validation-fraction", type=_fraction, metavar="F", default=0.2,
                       help="share of the noisy training set held out (default 0.2).")
     tune.add_argument("--out", required=True, metavar="DIR",
                       help="the search directory (keras-tuner files and summary.json).")

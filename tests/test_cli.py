@@ -83,6 +83,16 @@ def test_bad_arguments_are_refused_with_the_valid_choices(tmp_path, capsys, argv
     assert not out.exists()
 
 
+def test_train_help_names_every_dataset_of_the_registry(capsys):
+    from clidmu_tf.pipelines import list_datasets
+
+    status, out, _ = run_cli(capsys, "train", "--help")
+    assert status == 0
+    help_text = " ".join(out.split())
+    for name in list_datasets():
+        assert name in help_text, name
+
+
 def test_multiworker_without_tf_config_says_what_is_needed(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     status, _, err = run_cli(

@@ -107,7 +107,9 @@ def plot_weight_function(path, *, losses, weights, sample_losses=None, flipped=N
         for values, color, label in groups:
             lines += density_axis.hist(np.clip(values, bins[0], bins[-1]), bins=bins,
                                        color=color, alpha=0.3, label=label)[2][:1]
-        density_axis.set_ylabel("number of samples")
+        # Memorised samples pile up near zero loss; a log scale keeps the tail visible.
+        density_axis.set_yscale("log")
+        density_axis.set_ylabel("number of samples (log scale)")
     weight_axis.set_zorder(1)
     weight_axis.patch.set_visible(False)
     weight_axis.legend(handles=lines, loc="upper right", fontsize="small")
@@ -136,7 +138,8 @@ def plot_weight_histograms(path, *, weights, flipped, auc=None):
     axis.hist(weights[flipped], bins=bins, color=FLIPPED_COLOR, alpha=0.6,
               label=f"label flipped by the noise ({int(np.sum(flipped))})")
     axis.set_xlabel("per-sample weight given by the meta-model")
-    axis.set_ylabel("number of training samples")
+    axis.set_yscale("log")
+    axis.set_ylabel("number of training samples (log scale)")
     title = "Per-sample weights of flipped and unflipped samples"
     if auc is not None:
         title += f"\n(ROC AUC of low weight as a label-error detector: {auc:.3f})"

@@ -4,6 +4,7 @@ import contextlib
 import datetime
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import tempfile
@@ -177,13 +178,20 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _to_json(value):
-    """Turns NumPy scalars and arrays into their Python equivalents for `json.dump`."""
-    if isinstance(value, np.generic):
-        return value.item()
+def _jsonable(value):
+    """`value` as plain JSON: NumPy values become Python ones, NaN and infinities None (a
+    diverged loss must not make the report unreadable to strict JSON parsers)."""
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
     if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _write_json_atomically(path, data):
@@ -193,7 +201,7 @@ def _write_json_atomically(path, data):
     handle, temporary = tempfile.mkstemp(prefix=".report.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2, default=_to_json, allow_nan=True)
+            json.dump(_jsonable(data), stream, indent=2, allow_nan=False)
             stream.write("\n")
             stream.flush()
             os.fsync(stream.fileno())

@@ -343,6 +343,7 @@ def test_ctrl_c_keeps_the_snapshots_and_writes_an_interrupted_report(tmp_path, m
 def test_run_report_is_written_atomically_and_only_when_finished(tmp_path):
     report = RunReport(tmp_path, {"epochs": 1})
     report["values"] = np.arange(3)
+    report["diverged"] = {"loss": [1.5, float("nan"), np.float32("inf")]}
     report.save()
     assert not (tmp_path / RunReport.FINAL_NAME).exists()
     with open(tmp_path / RunReport.PARTIAL_NAME) as handle:
@@ -350,6 +351,7 @@ def test_run_report_is_written_atomically_and_only_when_finished(tmp_path):
     report.finish("completed")
     assert sorted(os.listdir(tmp_path)) == [RunReport.FINAL_NAME]
     assert RunReport.load(tmp_path)["values"] == [0, 1, 2]
+    assert RunReport.load(tmp_path)["diverged"] == {"loss": [1.5, None, None]}
     with pytest.raises(ValueError, match="status"):
         report.finish("running")
 

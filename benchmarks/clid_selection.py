@@ -18,7 +18,7 @@ accuracy of each selector's pick.
 Usage:
 
     python benchmarks/clid_selection.py --dataset mnist_5k --noise symmetric --rate 0.4 \\
-        --trials 12 --epochs 10 --seed 0 --output clid_selection.json
+        --trials 20 --epochs 15 --seed 0 --output clid_selection.json
 """
 
 import argparse
@@ -63,8 +63,8 @@ def parse_args():
     parser.add_argument(
         "--width", type=float, default=None, help="fix width_multiplier (searched when unset)"
     )
-    parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="clid_selection.json")
@@ -100,12 +100,18 @@ def noisy_splits(args):
     return splits, data.num_classes, report
 
 
-def selection(histories, metric, direction):
-    """Each trial's best epoch by `metric`, its score there and its test accuracy there."""
+def selection(histories, metric, direction, last_epoch=False):
+    """What selecting by `metric` returns, and how well `metric` ranks the trials.
+
+    Each trial is scored at its best epoch by `metric` (keras-tuner's checkpoint), or at
+    its last epoch with `last_epoch=True`, which isolates the choice of configuration from
+    the choice of epoch.
+    """
+    best = np.argmin if direction == "min" else np.argmax
     rows = []
     for trial_id, history in sorted(histories.items()):
         values = np.asarray(history[metric])
-        epoch = int(np.argmin(values) if direction == "min" else np.argmax(values))
+        epoch = len(values) - 1 if last_epoch else int(best(values))
         rows.append(
             {
                 "trial_id": trial_id,
@@ -116,7 +122,7 @@ def selection(histories, metric, direction):
         )
     scores = np.array([row["score"] for row in rows])
     test = np.array([row["test_accuracy"] for row in rows])
-    chosen = rows[int(np.argmin(scores) if direction == "min" else np.argmax(scores))]
+    chosen = rows[int(best(scores))]
     # Undefined (NaN, written as null) when every trial has the same score or accuracy.
     rho = stats.spearmanr(scores, test).statistic
     return {
@@ -184,7 +190,12 @@ def main():
             metric: selection(histories, metric, direction)
             for metric, direction in SELECTORS.items()
         },
+        "selectors_at_last_epoch": {
+            metric: selection(histories, metric, direction, last_epoch=True)
+            for metric, direction in SELECTORS.items()
+        },
         "search_summary": summary,
+        "histories": histories,
     }
     tuner_best = summary["best"]["trial_id"]
     assert results["selectors"]["val_clid"]["chosen_trial"] == tuner_best, (
@@ -196,11 +207,13 @@ def main():
         f"{results['realised_noise_rate']:.3f}), {len(histories)}/{len(summary['trials'])} "
         f"trials completed, {args.epochs} epochs each, {seconds:.0f} s"
     )
-    print(f"{'selector':<22}{'Spearman vs test acc':>22}{'test acc of pick':>18}")
-    for metric, result in results["selectors"].items():
-        rho = result["spearman_with_test_accuracy"]
-        rho = "undefined" if rho is None else f"{rho:.3f}"
-        print(f"{metric:<22}{rho:>22}{result['chosen_test_accuracy']:>18.4f}")
+    for key, title in (("selectors", "best epoch"), ("selectors_at_last_epoch", "last epoch")):
+        header = f"selector ({title})"
+        print(f"{header:<32}{'Spearman vs test acc':>22}{'test acc of pick':>18}")
+        for metric, result in results[key].items():
+            rho = result["spearman_with_test_accuracy"]
+            rho = "undefined" if rho is None else f"{rho:.3f}"
+            print(f"{metric:<32}{rho:>22}{result['chosen_test_accuracy']:>18.4f}")
     print(
         f"references: best test accuracy of any trial and epoch "
         f"{results['test_oracle_accuracy']:.4f}; mean last-epoch test accuracy "

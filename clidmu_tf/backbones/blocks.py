@@ -47,3 +47,17 @@ def backbone_model(inputs, features, num_classes, name):
     """Closes a backbone: a dense layer on `features`, outputs `{"logits", "features"}`."""
     logits = layers.Dense(num_classes, name="logits")(features)
     return keras.Model(inputs, {"logits": logits, "features": features}, name=name)
+
+
+def preact_block(x, filters, strides, name, dropout=0.0):
+    """A pre-activation residual block (BN-ReLU-conv twice), shared by PreAct ResNet and WRN."""
+    out = layers.ReLU()(batch_norm(name=f"{name}_bn1")(x))
+    shortcut = x
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = conv(filters, kernel_size=1, strides=strides, name=f"{name}_proj")(out)
+    out = conv(filters, strides=strides, name=f"{name}_conv1")(out)
+    out = layers.ReLU()(batch_norm(name=f"{name}_bn2")(out))
+    if dropout:
+        out = layers.Dropout(dropout)(out)
+    out = conv(filters, name=f"{name}_conv2")(out)
+    return layers.Add()([out, shortcut])

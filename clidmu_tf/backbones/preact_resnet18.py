@@ -1,18 +1,13 @@
 import keras
 from keras import layers
 
-from clidmu_tf.backbones.blocks import backbone_model, batch_norm, check_backbone_args, conv
-
-
-def _preact_block(x, filters, strides, name):
-    out = layers.ReLU()(batch_norm(name=f"{name}_bn1")(x))
-    shortcut = x
-    if strides != 1 or x.shape[-1] != filters:
-        shortcut = conv(filters, kernel_size=1, strides=strides, name=f"{name}_proj")(out)
-    out = conv(filters, strides=strides, name=f"{name}_conv1")(out)
-    out = layers.ReLU()(batch_norm(name=f"{name}_bn2")(out))
-    out = conv(filters, name=f"{name}_conv2")(out)
-    return layers.Add()([out, shortcut])
+from clidmu_tf.backbones.blocks import (
+    backbone_model,
+    batch_norm,
+    check_backbone_args,
+    conv,
+    preact_block,
+)
 
 
 def preact_resnet18(
@@ -41,7 +36,7 @@ def preact_resnet18(
     for stage, filters in enumerate(widths):
         for block in range(2):
             strides = 2 if stage > 0 and block == 0 else 1
-            x = _preact_block(x, filters, strides, name=f"stage{stage}_block{block}")
+            x = preact_block(x, filters, strides, name=f"stage{stage}_block{block}")
     x = layers.ReLU()(batch_norm(name="final_bn")(x))
     features = layers.GlobalAveragePooling2D(name="features")(x)
     return backbone_model(inputs, features, num_classes, name)

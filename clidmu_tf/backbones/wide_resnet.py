@@ -1,21 +1,14 @@
 import keras
 from keras import layers
 
-from clidmu_tf.backbones.blocks import backbone_model, batch_norm, check_backbone_args, conv
+from clidmu_tf.backbones.blocks import (
+    backbone_model,
+    batch_norm,
+    check_backbone_args,
+    conv,
+    preact_block,
+)
 from clidmu_tf.validation import invalid_value
-
-
-def _wide_block(x, filters, strides, dropout, name):
-    out = layers.ReLU()(batch_norm(name=f"{name}_bn1")(x))
-    shortcut = x
-    if strides != 1 or x.shape[-1] != filters:
-        shortcut = conv(filters, kernel_size=1, strides=strides, name=f"{name}_proj")(out)
-    out = conv(filters, strides=strides, name=f"{name}_conv1")(out)
-    out = layers.ReLU()(batch_norm(name=f"{name}_bn2")(out))
-    if dropout:
-        out = layers.Dropout(dropout)(out)
-    out = conv(filters, name=f"{name}_conv2")(out)
-    return layers.Add()([out, shortcut])
 
 
 def wide_resnet(depth, width, input_shape, num_classes, dropout=0.0, name=None):
@@ -52,7 +45,7 @@ def wide_resnet(depth, width, input_shape, num_classes, dropout=0.0, name=None):
     for stage, filters in enumerate((16 * width, 32 * width, 64 * width)):
         for block in range(blocks):
             strides = 2 if stage > 0 and block == 0 else 1
-            x = _wide_block(x, filters, strides, dropout, name=f"stage{stage}_block{block}")
+            x = preact_block(x, filters, strides, f"stage{stage}_block{block}", dropout=dropout)
     x = layers.ReLU()(batch_norm(name="final_bn")(x))
     features = layers.GlobalAveragePooling2D(name="features")(x)
     return backbone_model(inputs, features, num_classes, name or f"wide_resnet_{depth}_{width}")

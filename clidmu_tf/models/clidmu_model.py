@@ -478,7 +478,6 @@ class CLIDMUModel(keras.Model):
             target_gradients.append(scale * ops.ones_like(regularization))
             loss = loss + regularization
         gradients = train_tape.gradient(targets, backbone_variables, output_gradients=target_gradients)
-        del train_tape
         self.optimizer.apply(gradients, backbone_variables)
 
         self.loss_tracker.update_state(loss)

@@ -113,6 +113,27 @@ def test_clean_label_objective(digits, tmp_path, tuner):
         assert "val_clid" in trial["metrics"]
 
 
+def test_seed_zero_repeats_the_search(digits, tmp_path):
+    # keras-tuner's oracles take seed 0 for "no seed"; run_search must still repeat.
+    searches = [
+        run_search(
+            digits["x_train"],
+            digits["y_train"],
+            digits["x_val"],
+            num_classes=10,
+            max_trials=2,
+            epochs=1,
+            hyperparameters=small_space(),
+            directory=tmp_path / str(run),
+            seed=0,
+        )[1]
+        for run in range(2)
+    ]
+    first, second = ([trial["hyperparameters"] for trial in s["trials"]] for s in searches)
+    assert first == second
+    assert first[0] != first[1]
+
+
 def test_fixed_space_without_validation_labels(digits, tmp_path):
     hp = keras_tuner.HyperParameters()
     hp.Fixed("width_multiplier", 0.125)

@@ -102,9 +102,9 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
             (plain cross-entropy).
         validation_temperature: the temperature `val_clid` is computed at for every trial.
         validation_batch_size: the batch size `val_clid` is computed over for every trial.
-        seed: int or None. Seeds the meta-set choice, the shuffling and, at each `build`,
-            Keras's global random state, so that trials start from the same initialisation
-            and differ by their hyperparameters only.
+        seed: non-negative int or None. Seeds the meta-set choice, the shuffling and, at
+            each `build`, Keras's global random state, so that trials start from the same
+            initialisation and differ by their hyperparameters only.
         name: name of the hypermodel.
         tunable: whether the hyperparameters defined here join the search space (see
             `keras_tuner.HyperModel`).
@@ -159,9 +159,11 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
         self.validation_batch_size = check_positive_int(
             "validation_batch_size", validation_batch_size
         )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, int) or seed < 0
+        ):
             raise ValueError(
-                "Received an invalid value for `seed`, expected an int or None. "
+                "Received an invalid value for `seed`, expected a non-negative int or None. "
                 f"Received: seed={seed!r}"
             )
         self.seed = seed

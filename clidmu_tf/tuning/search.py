@@ -96,8 +96,9 @@ def run_search(
             when None).
         project_name: sub-folder of this search.
         overwrite: whether to start afresh (True) or resume a search found there (False).
-        seed: int or None; seeds the tuner, the meta set, the shuffling and the
-            initialisation of every trial.
+        seed: non-negative int or None; seeds the tuner (as `seed + 1`: keras-tuner takes
+            0 for no seed), the meta set, the shuffling and the initialisation of every
+            trial.
         callbacks: extra Keras callbacks for every trial.
         verbose: verbosity of the search and of `fit`.
 
@@ -182,7 +183,9 @@ def run_search(
         hypermodel,
         objective=objective,
         max_trials=max_trials,
-        seed=seed,
+        # keras-tuner's oracles read seed 0 as "no seed" and draw one at random, which
+        # would make `seed=0` searches unrepeatable.
+        seed=None if seed is None else seed + 1,
         hyperparameters=hp,
         tune_new_entries=tune_new_entries,
         directory=directory,

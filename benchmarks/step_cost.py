@@ -25,24 +25,24 @@ NUM_CLASSES = 10
 BATCH = 100
 
 
-def plain_model(seed):
+def plain_model(seed, jit):
     keras.utils.set_random_seed(seed)
     backbone = backbones.small_cnn(INPUT_SHAPE, NUM_CLASSES)
     model = keras.Model(backbone.input, backbone.output["logits"])
     model.compile(
         optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=False,
+        jit_compile=jit,
     )
     return model
 
 
-def clidmu_model(seed, meta_every):
+def clidmu_model(seed, meta_every, jit):
     keras.utils.set_random_seed(seed)
     model = CLIDMUModel(
         backbones.small_cnn(INPUT_SHAPE, NUM_CLASSES), meta_every=meta_every, seed=seed
     )
-    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), jit_compile=False)
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), jit_compile=jit)
     return model
 
 
@@ -58,6 +58,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--meta-every", type=int, default=1)
+    parser.add_argument("--jit", action="store_true", help="XLA-compile both steps")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
@@ -69,7 +70,7 @@ def main():
     meta = tf.data.Dataset.from_tensor_slices(x).batch(BATCH).cache().repeat()
     zipped = tf.data.Dataset.zip((train, meta)).prefetch(2)
 
-    plain, clidmu = plain_model(0), clidmu_model(0, args.meta_every)
+    plain, clidmu = plain_model(0, args.jit), clidmu_model(0, args.meta_every, args.jit)
     time_fit(plain, train, 3)
     time_fit(clidmu, zipped, 3)
     plain_times, clidmu_times = [], []
@@ -86,6 +87,7 @@ def main():
         "clidmu_step_cpu_ms": 1000 * float(clidmu_cpu),
         "cpu_ratio": float(clidmu_cpu / plain_cpu),
         "meta_every": args.meta_every,
+        "jit_compile": args.jit,
         "rounds": args.rounds,
         "steps_per_round": args.steps,
         "load_average": os.getloadavg()[0],
@@ -96,6 +98,7 @@ def main():
         f"CPU:  plain Keras step {result['plain_step_cpu_ms']:.1f} ms, CLIDMUModel step "
         f"{result['clidmu_step_cpu_ms']:.1f} ms, ratio {result['cpu_ratio']:.2f}x\n"
         f"(median of {args.rounds} rounds of {args.steps} steps, meta_every={args.meta_every}, "
+        f"jit_compile={args.jit}, "
         f"load average {result['load_average']:.1f})"
     )
     if args.json:

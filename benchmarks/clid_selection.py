@@ -13,7 +13,9 @@ best epoch the way keras-tuner does with that objective:
 It reports, over the completed trials, the Spearman rank correlation between each
 selector's score and the clean test accuracy (at that selector's best epoch; CLID is
 minimised, so a good CLID selector shows a negative correlation), and the clean test
-accuracy of each selector's pick.
+accuracy of each selector's pick; the same at each trial's last epoch (the choice of
+configuration alone); and the per-epoch agreement with test accuracy, pooled over all
+(trial, epoch) pairs and inside each trial.
 
 Usage:
 
@@ -123,15 +125,39 @@ def selection(histories, metric, direction, last_epoch=False):
     scores = np.array([row["score"] for row in rows])
     test = np.array([row["test_accuracy"] for row in rows])
     chosen = rows[int(best(scores))]
-    # Undefined (NaN, written as null) when every trial has the same score or accuracy.
-    rho = stats.spearmanr(scores, test).statistic
     return {
-        "spearman_with_test_accuracy": None if np.isnan(rho) else float(rho),
+        "spearman_with_test_accuracy": _spearman(scores, test),
         "chosen_trial": chosen["trial_id"],
         "chosen_epoch": chosen["epoch"],
         "chosen_test_accuracy": chosen["test_accuracy"],
         "per_trial": rows,
     }
+
+
+def per_epoch_agreement(histories, metric):
+    """Spearman's rho of `metric` and test accuracy over every (trial, epoch) pair, and the
+    median over trials of rho between epochs of one trial (the paper's per-epoch claim)."""
+    pooled = [
+        (value, accuracy)
+        for history in histories.values()
+        for value, accuracy in zip(history[metric], history["test_accuracy"])
+    ]
+    within_trial = [
+        _spearman(history[metric], history["test_accuracy"]) for history in histories.values()
+    ]
+    within_trial = [rho for rho in within_trial if rho is not None]
+    return {
+        "pooled_spearman": _spearman(*zip(*pooled)),
+        "median_within_trial_spearman": (
+            float(np.median(within_trial)) if within_trial else None
+        ),
+    }
+
+
+def _spearman(a, b):
+    """Spearman's rho, or None where it is undefined (a constant input)."""
+    rho = stats.spearmanr(a, b).statistic
+    return None if np.isnan(rho) else float(rho)
 
 
 def main():
@@ -194,6 +220,9 @@ def main():
             metric: selection(histories, metric, direction, last_epoch=True)
             for metric, direction in SELECTORS.items()
         },
+        "per_epoch_spearman": {
+            metric: per_epoch_agreement(histories, metric) for metric in SELECTORS
+        },
         "search_summary": summary,
         "histories": histories,
     }
@@ -209,11 +238,18 @@ def main():
     )
     for key, title in (("selectors", "best epoch"), ("selectors_at_last_epoch", "last epoch")):
         header = f"selector ({title})"
-        print(f"{header:<32}{'Spearman vs test acc':>22}{'test acc of pick':>18}")
+        print(f"{header:<28}{'Spearman vs test acc':>22}{'test acc of pick':>18}")
         for metric, result in results[key].items():
-            rho = result["spearman_with_test_accuracy"]
-            rho = "undefined" if rho is None else f"{rho:.3f}"
-            print(f"{metric:<32}{rho:>22}{result['chosen_test_accuracy']:>18.4f}")
+            print(
+                f"{metric:<28}{_format(result['spearman_with_test_accuracy']):>22}"
+                f"{result['chosen_test_accuracy']:>18.4f}"
+            )
+    print(f"{'per-epoch Spearman':<28}{'all (trial, epoch)':>22}{'median in trial':>18}")
+    for metric, result in results["per_epoch_spearman"].items():
+        print(
+            f"{metric:<28}{_format(result['pooled_spearman']):>22}"
+            f"{_format(result['median_within_trial_spearman']):>18}"
+        )
     print(
         f"references: best test accuracy of any trial and epoch "
         f"{results['test_oracle_accuracy']:.4f}; mean last-epoch test accuracy "
@@ -221,6 +257,10 @@ def main():
     )
     pathlib.Path(args.output).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.output}")
+
+
+def _format(rho):
+    return "undefined" if rho is None else f"{rho:.3f}"
 
 
 if __name__ == "__main__":

@@ -322,3 +322,25 @@ def test_mixed_precision_keeps_losses_in_float32(meta_model):
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert model.backbone.compute_dtype == "float16"
     assert all(np.isfinite(values[-1]) for values in history.history.values())
+
+
+def test_backbone_regularisation_losses_are_applied_like_keras():
+    x, y = tiny_data(n=10)
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(
+        8, activation="relu", kernel_regularizer=keras.regularizers.L2(0.5), name="hidden"
+    )(inputs)
+    user_model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    reference = keras.models.clone_model(user_model)
+    reference.set_weights(user_model.get_weights())
+    reference.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model = CLIDMUModel(user_model, feature_layer="hidden", meta_objective="none")
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    history = model.fit(x, y, batch_size=10, epochs=1, verbose=0, shuffle=False)
+    reference_history = reference.fit(x, y, batch_size=10, epochs=1, verbose=0, shuffle=False)
+    assert history.history["loss"][0] == pytest.approx(reference_history.history["loss"][0], rel=1e-5)
+    for got, expected in zip(model.backbone.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

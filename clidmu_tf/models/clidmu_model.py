@@ -273,7 +273,9 @@ class CLIDMUModel(keras.Model):
         return x, y, meta, None
 
     def _training_loss(self, logits, features, labels, training):
-        """The meta-model-modulated training loss and the per-sample weights it used."""
+        """The training loss: modulated by the meta-model, or plain CE without meta update."""
+        if self.meta_objective == "none":
+            return ops.mean(_cross_entropy(labels, logits))
         if self.uses_rectifier:
             rectifier = self.meta_model([ops.stop_gradient(features), labels], training=training)
             rectifier = ops.cast(rectifier, "float32")
@@ -461,18 +463,12 @@ class CLIDMUModel(keras.Model):
 
         # Real step: the updated meta-model re-weights the batch; no gradient to it.
         scale = self.optimizer.scale_loss(ops.ones((), "float32")) / replicas
-        if self.meta_objective == "none":
-            with tf.GradientTape() as tape:
-                tape.watch(outputs["logits"])
-                loss = ops.mean(_cross_entropy(labels, outputs["logits"]))
-                scaled_loss = loss * scale
-            logit_gradient = tape.gradient(scaled_loss, outputs["logits"])
-        else:
-            logit_gradient, loss = self._logit_gradient(
-                outputs["logits"], outputs["features"], labels, scale
-            )
-            logit_gradient = ops.stop_gradient(logit_gradient)
-        targets, target_gradients = [outputs["logits"]], [logit_gradient]
+        logit_gradient, loss = self._logit_gradient(
+            outputs["logits"], outputs["features"], labels, scale
+        )
+        targets, target_gradients = [outputs["logits"]], [ops.stop_gradient(logit_gradient)]
+        # Regularisation losses act like weight decay: only the real step applies them (the
+        # virtual step is plain SGD on the weighted loss).
         if regularization is not None:
             targets.append(regularization)
             target_gradients.append(scale * ops.ones_like(regularization))

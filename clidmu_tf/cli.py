@@ -663,7 +663,7 @@ def _tune(args):
     import numpy as np
 
     from clidmu_tf.data_sources import load_source_dataset
-    from clidmu_tf.pipelines import corrupt_labels, stratified_split
+    from clidmu_tf.pipelines import stratified_split
 
     noise_kind, noise_rate = _check_data_arguments(args)
     if os.path.isfile(args.out):
@@ -689,14 +689,8 @@ def _tune(args):
         pool, _ = stratified_split(clean, size=min(args.limit_train, len(clean)), seed=args.seed)
     given = dataset.y_train
     if noise_kind is not None:
-        given, _ = corrupt_labels(
-            clean,
-            kind=noise_kind,
-            rate=noise_rate,
-            num_classes=dataset.num_classes,
-            seed=args.seed,
-            features=dataset.inputs() if noise_kind == "instance" else None,
-            class_map=(args.class_map or dataset.class_map) if noise_kind == "asymmetric" else None,
+        given, _ = dataset.corrupt_train_labels(
+            kind=noise_kind, rate=noise_rate, seed=args.seed, class_map=args.class_map
         )
     validation, train = stratified_split(
         given[pool], size=max(2, round(args.validation_fraction * len(pool))), seed=args.seed

@@ -7,10 +7,11 @@ import json
 import math
 import os
 import platform
-import tempfile
 import time
 
 import numpy as np
+
+from clidmu_tf.atomic_files import write_text_atomically
 
 STATUSES = ("running", "interrupted", "failed", "completed")
 # Libraries whose versions decide whether a run can be reproduced.
@@ -195,17 +196,5 @@ def _jsonable(value):
 
 
 def _write_json_atomically(path, data):
-    """Writes `data` to `path` through a temporary file and a rename, so readers never
-    see a half-written report."""
-    directory = os.path.dirname(path) or "."
-    handle, temporary = tempfile.mkstemp(prefix=".report.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(_jsonable(data), stream, indent=2, allow_nan=False)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    """Writes `data` as strict JSON, so readers never see a half-written report."""
+    write_text_atomically(path, json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 
 from clidmu_tf.pipelines.augmentation import Augmentation
-from clidmu_tf.pipelines.noise import check_labels
+from clidmu_tf.pipelines.noise import check_labels, corrupt_labels
 from clidmu_tf.validation import invalid_value
 
 
@@ -96,6 +96,28 @@ class InMemoryDataset:
     def clean_train_labels(self):
         """The true training labels: `y_train_clean` when known, else `y_train`."""
         return self.y_train if self.y_train_clean is None else self.y_train_clean
+
+    def corrupt_train_labels(self, *, kind, rate, seed, transition=None, class_map=None):
+        """Injects label noise into the true training labels (see `corrupt_labels`).
+
+        Instance-dependent noise reads the training inputs; asymmetric noise uses the
+        dataset's own class map unless `class_map` is given.
+
+        Returns:
+            `(noisy_labels, report)`, as `corrupt_labels` returns them.
+        """
+        if kind == "asymmetric":
+            class_map = class_map or self.class_map
+        return corrupt_labels(
+            self.clean_train_labels,
+            kind=kind,
+            rate=rate,
+            num_classes=self.num_classes,
+            seed=seed,
+            features=self.inputs() if kind == "instance" else None,
+            transition=transition,
+            class_map=class_map,
+        )
 
     def inputs(self, indices=None, *, split="train"):
         """Float32 model inputs of the `split` samples at `indices` (all by default)."""

@@ -163,15 +163,8 @@ def make_training_data(
     if data.y_train_clean is not None:
         kind = "observed"
     if noise is not None:
-        noisy, drawn = corrupt_labels(
-            clean,
-            kind=noise,
-            rate=noise_rate,
-            num_classes=data.num_classes,
-            seed=seed,
-            features=data.inputs() if noise == "instance" else None,
-            transition=noise_transition,
-            class_map=(class_map or data.class_map) if noise == "asymmetric" else class_map,
+        noisy, drawn = data.corrupt_train_labels(
+            kind=noise, rate=noise_rate, seed=seed, transition=noise_transition, class_map=class_map
         )
         expected, kind = drawn.expected_transition, noise
 

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from clidmu_tf.atomic_files import save_weights_atomically
 from clidmu_tf.callbacks import snapshot_store
 from clidmu_tf.metrics.clid import CLID
 from clidmu_tf.validation import check_positive_float, check_positive_int, invalid_value
@@ -181,7 +182,7 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
         kept = snapshot_store.rank_snapshots(earlier + [candidate], self.top_k)
         os.makedirs(self.directory, exist_ok=True)
         if candidate in kept:
-            snapshot_store.save_weights_atomically(
+            save_weights_atomically(
                 backbone, os.path.join(self.directory, candidate["file"])
             )
         history = [entry for entry in manifest["history"] if entry["epoch"] != epoch_number]

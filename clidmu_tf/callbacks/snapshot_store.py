@@ -9,9 +9,10 @@ exporting a finished run does.
 import json
 import math
 import os
-import uuid
 
 import keras
+
+from clidmu_tf.atomic_files import write_text_atomically
 
 MANIFEST_NAME = "clid_snapshots.json"
 CSV_NAME = "meta_clid.csv"
@@ -22,50 +23,6 @@ WEIGHTS_SUFFIX = ".weights.h5"
 
 def snapshot_file_name(epoch):
     return f"clid_snapshot_epoch_{epoch:04d}{WEIGHTS_SUFFIX}"
-
-
-def temporary_path(path):
-    """A unique sibling of `path` with the same suffix, for writing before `os.replace`.
-
-    It lives in the same directory so that the final `os.replace` is a rename on one file
-    system, which is atomic; the suffix is kept because Keras picks the weights format by it.
-    """
-    directory, name = os.path.split(path)
-    suffix = WEIGHTS_SUFFIX if name.endswith(WEIGHTS_SUFFIX) else os.path.splitext(name)[1]
-    stem = name[: len(name) - len(suffix)]
-    return os.path.join(directory, f".{stem}.{uuid.uuid4().hex}.tmp{suffix}")
-
-
-def sync_file(path):
-    """Flushes a file written by another library to disk before it is renamed into place."""
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
-
-
-def write_text_atomically(path, text):
-    """Writes `text` to `path` so that a crash leaves either the old or the new file."""
-    temporary = temporary_path(path)
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def save_weights_atomically(model, path):
-    """Saves `model`'s weights to `path` through a temporary file and a rename."""
-    temporary = temporary_path(path)
-    try:
-        model.save_weights(temporary)
-        sync_file(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def write_manifest(directory, manifest):

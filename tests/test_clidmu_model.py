@@ -295,6 +295,16 @@ def test_fit_data_is_checked_before_training():
         np.testing.assert_array_equal(before, after)
 
 
+def test_fit_rejects_user_sample_weights():
+    x, y = tiny_data()
+    model = tiny_model(meta_objective="none")
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    with pytest.raises(ValueError, match="sample_weight"):
+        model.fit(x, y, sample_weight=np.ones(len(y)), verbose=0)
+    with pytest.raises(ValueError, match="class_weight"):
+        model.fit(x, y, class_weight={0: 2.0}, verbose=0)
+
+
 def test_compile_rejects_a_loss():
     with pytest.raises(ValueError, match="loss="):
         tiny_model().compile(loss="mse")

@@ -264,7 +264,7 @@ class CLIDMUModel(keras.Model):
     def _unpack(self, data):
         """Splits a `fit` element into `(x, y, x_meta, y_meta)` per the data contract."""
         if self.meta_objective == "none":
-            x, y = data if len(data) == 2 and not isinstance(data[0], tuple) else data[0]
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
             return x, y, None, None
         (x, y), meta = data
         if self.meta_objective in LABELLED_META_OBJECTIVES:
@@ -358,6 +358,14 @@ class CLIDMUModel(keras.Model):
         return ops.zeros((), "float32")
 
     def fit(self, x=None, y=None, **kwargs):
+        for name in ("sample_weight", "class_weight"):
+            if kwargs.get(name) is not None:
+                # The meta-model decides each sample's weight; a second weighting would
+                # silently change the method.
+                raise ValueError(
+                    f"CLIDMUModel learns per-sample weights itself and takes no `{name}`. "
+                    f"Received: {name} of type {type(kwargs[name]).__name__}"
+                )
         replicas = self.distribute_strategy.num_replicas_in_sync
         if self.meta_every > 1 and replicas > 1:
             # The skipped meta update is a tf.cond around the meta optimiser, and a

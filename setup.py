@@ -67,6 +67,6 @@ setup(
         "pillow>=10",
     ],
     extras_require={"test": ["pytest>=8"]},
-    entry_points={"console_scripts": ["clidmu-tf=clidmu_tf.cli:main"]},
+    entry_points={"console_scripts": ["clidmu-tf=clidmu_tf.cli.main:main"]},
     license="Apache-2.0",
 )

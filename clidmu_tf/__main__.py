@@ -2,7 +2,7 @@
 
 import sys
 
-from clidmu_tf.cli import main
+from clidmu_tf.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,9 +11,11 @@ import sys
 import numpy as np
 import pytest
 
-from clidmu_tf import cli, training_job
-from clidmu_tf.run_directory import RunDirectory
-from clidmu_tf.run_report import RunReport
+from clidmu_tf.cli import cli_utils, training_job
+from clidmu_tf.cli.main import main
+from clidmu_tf.cli.run_directory import RunDirectory
+from clidmu_tf.cli.run_report import RunReport
+from clidmu_tf.cli.train import comparison_table
 
 TINY = [
     "--limit-train", "200",
@@ -34,7 +36,7 @@ PLOTS = (
 def run_cli(capsys, *argv):
     """Runs `main(argv)`; returns `(exit status, stdout, stderr)`."""
     try:
-        status = cli.main(list(argv))
+        status = main(list(argv))
     except SystemExit as exit:
         status = exit.code
     captured = capsys.readouterr()
@@ -45,7 +47,7 @@ def run_cli(capsys, *argv):
 def tiny_run(tmp_path_factory):
     """A finished two-epoch run on 200 digits: CLID-MU, the baseline, export and plots."""
     out = str(tmp_path_factory.mktemp("cli") / "run")
-    assert cli.main(["train", "--out", out, *TINY]) == 0
+    assert main(["train", "--out", out, *TINY]) == 0
     return out
 
 
@@ -77,7 +79,7 @@ def test_bad_arguments_are_refused_with_the_valid_choices(tmp_path, capsys, argv
     out = tmp_path / "run"
     argv = [arg.format(out=out) for arg in argv]
     status, _, err = run_cli(capsys, *argv)
-    assert status == cli.EXIT_USAGE
+    assert status == cli_utils.EXIT_USAGE
     for text in expected:
         assert text in err
     assert not out.exists()
@@ -98,18 +100,18 @@ def test_multiworker_without_tf_config_says_what_is_needed(tmp_path, capsys, mon
     status, _, err = run_cli(
         capsys, "train", "--out", str(tmp_path / "run"), "--distribute", "multiworker"
     )
-    assert status == cli.EXIT_USAGE
+    assert status == cli_utils.EXIT_USAGE
     assert "TF_CONFIG" in err
 
 
 def test_a_non_empty_out_is_refused_without_overwrite(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("keep me")
     status, _, err = run_cli(capsys, "train", "--out", str(tmp_path), *TINY)
-    assert status == cli.EXIT_USAGE
+    assert status == cli_utils.EXIT_USAGE
     assert "--overwrite" in err
     # Not a run directory: even --overwrite does not delete it.
     status, _, err = run_cli(capsys, "train", "--out", str(tmp_path), "--overwrite", *TINY)
-    assert status == cli.EXIT_USAGE
+    assert status == cli_utils.EXIT_USAGE
     assert "holds no clidmu-tf run" in err
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
@@ -183,7 +185,7 @@ def test_train_writes_plots_snapshots_logs_and_export(tiny_run):
 
 
 def test_train_prints_the_comparison_table(tiny_run, capsys):
-    print(cli.comparison_table(RunReport.load(tiny_run), tiny_run))
+    print(comparison_table(RunReport.load(tiny_run), tiny_run))
     table = capsys.readouterr().out
     assert "cross-entropy baseline (last epoch)" in table
     assert "CLID snapshot ensemble (top 2)" in table
@@ -209,7 +211,7 @@ def test_inspect_ranks_the_least_trusted_samples_as_csv(tiny_run, capsys, tmp_pa
     assert int(first["true_label"]) == labels["true"][position]
 
     output = tmp_path / "all.csv"
-    assert cli.main(["inspect", tiny_run, "--all", "--output", str(output)]) == 0
+    assert main(["inspect", tiny_run, "--all", "--output", str(output)]) == 0
     with open(output, newline="") as handle:
         assert len(list(csv.DictReader(handle))) == len(labels["indices"])
 
@@ -253,7 +255,7 @@ def test_predict_refuses_inputs_of_the_wrong_shape(tiny_run, capsys, tmp_path):
     inputs = tmp_path / "x.npy"
     np.save(inputs, np.zeros((2, 28, 28, 1), np.float32))
     status, _, err = run_cli(capsys, "predict", tiny_run, str(inputs))
-    assert status == cli.EXIT_FAILED
+    assert status == cli_utils.EXIT_FAILED
     assert "(8, 8, 1)" in err
 
 
@@ -270,7 +272,7 @@ def test_evaluate_a_run_on_its_test_split(tiny_run, capsys):
 def test_evaluate_an_onnx_export_on_arrays(tiny_run, capsys, tmp_path):
     onnx_file = os.path.join(tiny_run, "export", "model.onnx")
     status, _, err = run_cli(capsys, "evaluate", onnx_file)
-    assert status == cli.EXIT_USAGE and "--inputs" in err
+    assert status == cli_utils.EXIT_USAGE and "--inputs" in err
     x, y = tmp_path / "x.npy", tmp_path / "y.npy"
     np.save(x, np.zeros((4, 8, 8, 1), np.float32))
     np.save(y, np.array([0, 1, 2, 3]))
@@ -288,13 +290,13 @@ def test_export_a_run_again(tiny_run, capsys, tmp_path):
     assert os.path.isfile(out / "model.onnx") and not os.path.exists(out / "saved_model")
     # An existing export is kept unless --overwrite.
     status, _, err = run_cli(capsys, "export", tiny_run, "--out", str(out))
-    assert status == cli.EXIT_FAILED
+    assert status == cli_utils.EXIT_FAILED
     assert "overwrite" in err
 
 
 def test_commands_on_a_directory_that_is_not_a_run(tmp_path, capsys):
     status, _, err = run_cli(capsys, "inspect", str(tmp_path))
-    assert status == cli.EXIT_FAILED
+    assert status == cli_utils.EXIT_FAILED
     assert "clidmu-tf train --out" in err
 
 
@@ -308,7 +310,7 @@ def test_a_failed_run_leaves_no_report_json(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(training_job.TrainingJob, "_train_method", fail)
     out = tmp_path / "run"
     status, _, err = run_cli(capsys, "train", "--out", str(out), *TINY)
-    assert status == cli.EXIT_FAILED
+    assert status == cli_utils.EXIT_FAILED
     assert "caught fire" in err and RunReport.PARTIAL_NAME in err
     assert not (out / RunReport.FINAL_NAME).exists()
     with open(out / RunReport.PARTIAL_NAME) as handle:
@@ -329,7 +331,7 @@ def test_ctrl_c_keeps_the_snapshots_and_writes_an_interrupted_report(tmp_path, m
     monkeypatch.setattr(training_job._EpochRecorder, "on_epoch_end", interrupt_after_first_epoch)
     out = tmp_path / "run"
     status, stdout, _ = run_cli(capsys, "train", "--out", str(out), *TINY)
-    assert status == cli.EXIT_INTERRUPTED
+    assert status == cli_utils.EXIT_INTERRUPTED
     report = RunReport.load(out)
     assert report["status"] == "interrupted"
     assert len(report["method"]["epochs"]) == 1
@@ -375,8 +377,8 @@ import sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from clidmu_tf import cli
-sys.exit(cli.main(sys.argv[1:]))
+from clidmu_tf.cli.main import main
+sys.exit(main(sys.argv[1:]))
 """
 
 
@@ -402,10 +404,10 @@ def test_train_under_a_mirrored_strategy(tmp_path):
 @pytest.mark.parametrize(
     "module",
     [
-        "clidmu_tf.run_report",
-        "clidmu_tf.run_directory",
-        "clidmu_tf.training_job",
-        "clidmu_tf.label_errors",
+        "clidmu_tf.cli.run_report",
+        "clidmu_tf.cli.run_directory",
+        "clidmu_tf.cli.training_job",
+        "clidmu_tf.cli.label_errors",
     ],
 )
 def test_docstring_examples_run(module, tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from clidmu_tf import cli
+from clidmu_tf.cli.main import build_parser
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -69,13 +69,13 @@ def test_the_readme_shows_command_lines():
 @pytest.mark.parametrize("line", command_lines())
 def test_every_readme_command_line_parses(line):
     # Parsing only: an option renamed or a choice dropped fails here, nothing is run.
-    arguments = cli.build_parser().parse_args(shlex.split(line)[1:])
+    arguments = build_parser().parse_args(shlex.split(line)[1:])
     assert callable(arguments.handler)
 
 
 def test_the_setup_command_parses():
     main_job = setup_commands()[0].split("&& .venv/bin/clidmu-tf ")[1]
-    assert cli.build_parser().parse_args(shlex.split(main_job)).command == "train"
+    assert build_parser().parse_args(shlex.split(main_job)).command == "train"
 
 
 @pytest.mark.parametrize("block", code_blocks(README, "python"))

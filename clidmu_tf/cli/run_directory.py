@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 
-from clidmu_tf.run_report import RunReport
+from clidmu_tf.cli.run_report import RunReport
 
 
 class RunDirectory:
@@ -161,7 +161,7 @@ class RunDirectory:
 
     def load_dataset(self):
         """Loads the run's dataset again from its configuration, as training loaded it."""
-        from clidmu_tf.data_sources import load_source_dataset
+        from clidmu_tf.cli.data_sources import load_source_dataset
 
         config = self.report()["config"]
         image_size = config.get("image_size")

@@ -8,8 +8,8 @@ import traceback
 import keras
 import numpy as np
 
-from clidmu_tf.run_directory import RunDirectory
-from clidmu_tf.run_report import RunReport
+from clidmu_tf.cli.run_directory import RunDirectory
+from clidmu_tf.cli.run_report import RunReport
 
 # Each method is a meta-model and a meta objective of `CLIDMUModel`.
 METHODS = {
@@ -253,7 +253,7 @@ class TrainingJob:
     # Stages.
 
     def _prepare(self):
-        from clidmu_tf.data_sources import load_source_dataset
+        from clidmu_tf.cli.data_sources import load_source_dataset
         from clidmu_tf.pipelines import make_training_data
 
         config = self.config
@@ -445,7 +445,7 @@ class TrainingJob:
         return {name: float(value) for name, value in scores.items()}
 
     def _rank_label_errors(self):
-        from clidmu_tf.label_errors import (
+        from clidmu_tf.cli.label_errors import (
             detection_scores,
             rank_label_errors,
             score_samples,
@@ -511,7 +511,7 @@ class TrainingJob:
         self.report.save()
 
     def _plot(self):
-        from clidmu_tf import plots
+        from clidmu_tf.cli import plots
 
         self._say("Drawing the plots ...")
         written = []

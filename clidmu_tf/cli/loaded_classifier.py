@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from clidmu_tf.run_directory import RunDirectory
+from clidmu_tf.cli.run_directory import RunDirectory
 
 ONNX_FILE = "model.onnx"
 SAVED_MODEL_DIR = "saved_model"

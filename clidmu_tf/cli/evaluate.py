@@ -1,0 +1,98 @@
+"""`clidmu-tf evaluate`: accuracy, loss and confusion of a model on a labelled test set."""
+
+import json
+
+from clidmu_tf.cli import cli_utils
+from clidmu_tf.cli.run_directory import RunDirectory
+
+
+def register_subparser(commands):
+    """Adds the `evaluate` sub-command to `commands`, the top parser's sub-parsers."""
+    evaluate = commands.add_parser(
+        "evaluate",
+        allow_abbrev=False,
+        help="accuracy and loss of a model on a labelled test set",
+        description="Evaluate MODEL (a run directory, an export directory, a .onnx or .keras "
+        "file) on the test split of --dataset (default: the run's dataset), or on --inputs "
+        "with --labels. Prints JSON.",
+    )
+    evaluate.set_defaults(handler=run, parser=evaluate)
+    evaluate.add_argument("model", metavar="MODEL")
+    evaluate.add_argument("--dataset", metavar="DATASET",
+                          help="a --dataset value as for train (see train --help).")
+    evaluate.add_argument("--data-dir", metavar="DIR", help="the tfds data directory.")
+    evaluate.add_argument("--image-size", type=cli_utils.image_size, metavar="HxW")
+    evaluate.add_argument("--inputs", metavar="FILE", help="a .npy/.npz of inputs.")
+    evaluate.add_argument("--labels", metavar="FILE", help="a .npy of integer labels.")
+    evaluate.add_argument("--model-kind", choices=cli_utils.MODEL_KINDS, default="ensemble",
+                          help="with a run directory: which of its models (default ensemble).")
+    evaluate.add_argument("--output", metavar="JSON", help="also write the result here.")
+    evaluate.add_argument("--batch-size", type=cli_utils.positive_int, default=256, metavar="N")
+
+
+def run(args):
+    """Evaluates and prints the result as JSON; returns the exit status."""
+    import numpy as np
+
+    from clidmu_tf.cli.data_sources import check_dataset_argument, load_source_dataset
+    from clidmu_tf.cli.input_files import read_array
+    from clidmu_tf.cli.loaded_classifier import LoadedClassifier
+
+    if (args.inputs is None) != (args.labels is None):
+        cli_utils.fail_usage(args, "pass both --inputs and --labels, or neither.")
+    if args.inputs is not None and args.dataset is not None:
+        cli_utils.fail_usage(args, "pass either --dataset or --inputs/--labels, not both.")
+    if args.dataset is not None:
+        try:
+            check_dataset_argument(args.dataset, args.data_dir)
+        except ValueError as error:
+            cli_utils.fail_usage(args, str(error))
+    elif args.inputs is None and not RunDirectory(args.model).is_run:
+        cli_utils.fail_usage(
+            args, "MODEL is not a run directory: pass --dataset or --inputs/--labels."
+        )
+    classifier = LoadedClassifier(args.model, model_kind=args.model_kind)
+    if args.inputs is not None:
+        x, y = read_array(args.inputs), np.asarray(read_array(args.labels)).reshape(-1)
+        source = args.inputs
+    else:
+        if args.dataset is None:
+            dataset = classifier.run.load_dataset()
+        else:
+            dataset = load_source_dataset(
+                args.dataset, data_dir=args.data_dir, image_size=args.image_size
+            )
+        x, y = dataset.inputs(split="test"), dataset.y_test
+        source = f"{dataset.name} (test split)"
+    if len(x) != len(y):
+        raise ValueError(
+            f"--inputs and --labels must have the same length. Received: {len(x)} inputs and "
+            f"{len(y)} labels"
+        )
+    probabilities = classifier.predict_proba(x, batch_size=args.batch_size)
+    if y.min() < 0 or y.max() >= probabilities.shape[1]:
+        raise ValueError(
+            f"The labels must be class ids in [0, {probabilities.shape[1]}). Received labels in "
+            f"[{y.min()}, {y.max()}]"
+        )
+    predicted = probabilities.argmax(axis=1)
+    true_class_probability = np.maximum(probabilities[np.arange(len(y)), y], 1e-12)
+    classes = probabilities.shape[1]
+    confusion = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(confusion, (y, predicted), 1)
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    result = {
+        "model": args.model,
+        "data": source,
+        "num_samples": int(len(y)),
+        "accuracy": float(np.mean(predicted == y)),
+        "cross_entropy": float(-np.mean(np.log(true_class_probability))),
+        "per_class_accuracy": per_class.round(4).tolist(),
+        "confusion_matrix": confusion.tolist(),
+    }
+    text = json.dumps(result, indent=2)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+    print(text)
+    return 0

@@ -1,0 +1,56 @@
+"""The `clidmu-tf` command line: the top parser and the dispatch to its sub-commands.
+
+Each sub-command lives in a module of its own (`train`, `export`, `predict`, `evaluate`,
+`inspect`, `tune`) that registers its arguments and runs it. Every argument is checked before
+any data is loaded or model built, so a typo fails in a second with a message that lists what
+is accepted.
+"""
+
+import os
+import sys
+
+from clidmu_tf.cli import cli_utils, evaluate, export, inspect, predict, train, tune
+from clidmu_tf.cli.run_report import RunReport
+
+# In the order `clidmu-tf --help` lists them.
+COMMANDS = (train, export, predict, evaluate, inspect, tune)
+
+
+def build_parser():
+    """The `clidmu-tf` argument parser, with one sub-parser per sub-command."""
+    from clidmu_tf import __version__
+
+    parser = cli_utils.ArgumentParser(
+        prog=cli_utils.PROG,
+        allow_abbrev=False,
+        description="Train Keras classifiers on noisy labels without a clean validation set "
+        "(CLID-MU, Hu et al., KDD 2025).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    for command in COMMANDS:
+        command.register_subparser(commands)
+    return parser
+
+
+def main(argv=None):
+    """Runs the `clidmu-tf` command line; returns the exit status.
+
+    Args:
+        argv: the arguments, without the program name; `sys.argv[1:]` when None.
+
+    Returns:
+        0 on success, 1 when the command failed, 2 for a usage error (argparse exits with it
+        directly), 130 for a training run stopped by Ctrl-C.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as error:
+        print(f"{cli_utils.PROG} {args.command}: error: {error}", file=sys.stderr)
+        partial = os.path.join(getattr(args, "out", None) or "", RunReport.PARTIAL_NAME)
+        if args.command == "train" and os.path.isfile(partial):
+            print(f"The run failed; its partial report is {partial}.", file=sys.stderr)
+        return cli_utils.EXIT_FAILED

@@ -1,0 +1,167 @@
+"""`clidmu-tf train`: train CLID-MU and a baseline, keep the snapshot ensemble, export it."""
+
+import os
+
+from clidmu_tf.cli import cli_utils, training_job
+from clidmu_tf.cli.cli_utils import positive_float, positive_int
+from clidmu_tf.cli.run_directory import RunDirectory
+
+
+def register_subparser(commands):
+    """Adds the `train` sub-command to `commands`, the top parser's sub-parsers."""
+    defaults = training_job.DEFAULTS
+    train = commands.add_parser(
+        "train", allow_abbrev=False,
+        help="train CLID-MU and a cross-entropy baseline, build and export the snapshot ensemble",
+        description="Inject label noise, train CLID-MU and a plain cross-entropy baseline on the "
+        "same data, keep the CLID snapshot ensemble, export it (SavedModel and ONNX, verified), "
+        "draw the plots and write report.json. With no options it runs offline on scikit-learn's "
+        "digits in a few minutes on two CPU cores. Ctrl-C stops training, keeps the snapshots "
+        "saved so far and still writes the report (status 'interrupted').",
+    )
+    train.set_defaults(handler=run, parser=train)
+    cli_utils.add_data_arguments(train)
+    train.add_argument(
+        "--method", choices=sorted(training_job.METHODS), default=defaults["method"],
+        help="clid-wnet (default) and clid-vri: CLID-MU with Meta-Weight-Net or the VRI "
+        "rectifier; ce: plain cross-entropy; wnet-/vri-clean-meta: the meta loss on a clean "
+        "labelled meta set (an oracle); wnet-/vri-noisy-meta, wnet-mae-meta: CE or MAE on a "
+        "noisy meta set.",
+    )
+    train.add_argument(
+        "--baseline", choices=training_job.BASELINES, default=defaults["baseline"],
+        help="also train this baseline on the same data for comparison (default ce; none to skip).",
+    )
+    train.add_argument(
+        "--backbone", choices=training_job.BACKBONES, default=defaults["backbone"],
+        help="the classifier; auto (default) is small_cnn for images and mlp otherwise.",
+    )
+    train.add_argument("--epochs", type=positive_int, metavar="N", default=defaults["epochs"],
+                       help=f"training epochs (default {defaults['epochs']}).")
+    train.add_argument("--batch-size", type=positive_int, metavar="N",
+                       default=defaults["batch_size"],
+                       help=f"training batch size (default {defaults['batch_size']}).")
+    train.add_argument(
+        "--meta-size", type=positive_int, metavar="N",
+        help="size of the meta set drawn from the noisy training data (default: a fifth of the "
+        "training set, at most 1000 as in the paper).",
+    )
+    train.add_argument("--meta-batch-size", type=positive_int, metavar="N",
+                       help="meta batch size (default: the training batch size).")
+    train.add_argument("--temperature", type=positive_float, metavar="TAU",
+                       default=defaults["temperature"],
+                       help=f"CLID's temperature (default {defaults['temperature']}).")
+    train.add_argument(
+        "--meta-every", type=positive_int, metavar="N", default=defaults["meta_every"],
+        help="update the meta-model every N steps (default 1; must be 1 with --distribute).",
+    )
+    train.add_argument("--learning-rate", type=positive_float, metavar="LR",
+                       default=defaults["learning_rate"],
+                       help=f"classifier SGD learning rate (default {defaults['learning_rate']}).")
+    train.add_argument("--lr-schedule", choices=training_job.LR_SCHEDULES,
+                       default=defaults["lr_schedule"],
+                       help="cosine (default, down to 2%% of the rate) or constant.")
+    train.add_argument(
+        "--meta-learning-rate", type=positive_float, metavar="LR",
+        default=defaults["meta_learning_rate"],
+        help="meta-model learning rate (default 1e-2: SGD for Meta-Weight-Net, Adam for VRI).",
+    )
+    train.add_argument("--top-k", type=positive_int, metavar="K", default=defaults["top_k"],
+                       help="epochs kept in the CLID snapshot ensemble (default 5).")
+    from clidmu_tf.pipelines import Augmentation
+
+    train.add_argument(
+        "--augment", choices=["auto", *sorted(Augmentation.RECIPES)], default=defaults["augment"],
+        help="training augmentation; auto (default) uses the dataset's usual recipe.",
+    )
+    train.add_argument("--out", required=True, metavar="DIR",
+                       help="the run directory to write (must be new or empty).")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace an earlier run in --out.")
+    train.add_argument(
+        "--distribute", choices=training_job.DISTRIBUTIONS, default=defaults["distribute"],
+        help="none (default); mirrored: tf.distribute.MirroredStrategy over the local GPUs "
+        "(or the CPU); multiworker: MultiWorkerMirroredStrategy, which needs the TF_CONFIG "
+        "environment variable describing the cluster on every worker (each worker runs the "
+        "same command).",
+    )
+    train.add_argument("--jit", action="store_true",
+                       help="compile the training step with XLA (faster on GPUs, slower on CPUs).")
+    train.add_argument(
+        "--export-formats", type=cli_utils.export_formats, default=defaults["export_formats"],
+        metavar="FORMATS",
+        help="comma-separated subset of saved_model,onnx (default both), or none.",
+    )
+    train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
+                       help="0 silent, 1 progress bars (default), 2 one line per epoch.")
+
+
+def run(args):
+    """Checks the arguments, trains, and prints the comparison; returns the exit status."""
+    cli_utils.check_data_arguments(args)
+    try:
+        RunDirectory(args.out).check_writable(args.overwrite)
+    except ValueError as error:
+        cli_utils.fail_usage(args, str(error))
+    if args.distribute == "multiworker" and not os.environ.get("TF_CONFIG"):
+        cli_utils.fail_usage(
+            args,
+            "--distribute multiworker needs the TF_CONFIG environment variable on every worker, "
+            'e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+            '"task": {"type": "worker", "index": 0}}\'',
+        )
+    if args.distribute != "none" and args.meta_every != 1:
+        cli_utils.fail_usage(
+            args,
+            f"--meta-every must be 1 with --distribute {args.distribute} (the skipped meta "
+            f"update cannot synchronise replicas). Received: --meta-every={args.meta_every}",
+        )
+    config = {key: getattr(args, key) for key in training_job.DEFAULTS}
+    job = training_job.TrainingJob(config, args.out, overwrite=args.overwrite, verbose=args.verbose)
+    status = job.run()
+    print(comparison_table(job.report.data, args.out))
+    return cli_utils.EXIT_INTERRUPTED if status == "interrupted" else 0
+
+
+def comparison_table(report, run_dir):
+    """The short comparison printed at the end of `train`, from a report dict."""
+    noise = report.get("noise") or {}
+    data = report.get("data") or {}
+    config = report["config"]
+    lines = [
+        "",
+        f"{config['dataset']}: {data.get('num_train', '?')} training samples, noise "
+        f"{config['noise']} (realised flip rate {noise.get('flip_rate', 0.0):.1%}), "
+        f"{data.get('num_test', '?')} test samples.",
+        "",
+        f"{'model':<46}{'test accuracy':>14}",
+        "-" * 60,
+    ]
+
+    def row(name, value):
+        text = "n/a" if value is None else f"{value:.4f}"
+        lines.append(f"{name:<46}{text:>14}")
+
+    if "baseline_test_accuracy" in report:
+        row("cross-entropy baseline (last epoch)", report["baseline_test_accuracy"])
+    row(f"{config['method']} (last epoch)", report.get("test_accuracy"))
+    ensemble = report.get("ensemble") or {}
+    if "lowest_clid_epoch" in ensemble:
+        row(f"{config['method']} (epoch {ensemble['lowest_clid_epoch']}, lowest CLID)",
+            ensemble.get("lowest_clid_epoch_test_accuracy"))
+    members = len(ensemble.get("members", []))
+    row(f"{config['method']} CLID snapshot ensemble (top {members})",
+        report.get("ensemble_test_accuracy"))
+    detection = report.get("label_error_detection")
+    lines.append("-" * 60)
+    if detection:
+        lines.append(
+            f"Finding the flipped labels by low meta-model weight: ROC AUC "
+            f"{detection['roc_auc']:.3f}, precision {detection['precision_at_noise_count']:.3f} "
+            f"among the {noise.get('num_flipped')} least trusted."
+        )
+    timings = report.get("timings", {})
+    lines.append(
+        f"Status: {report['status']}, {timings.get('total', 0.0):.0f} s. Run directory: {run_dir}"
+    )
+    return "\n".join(lines)

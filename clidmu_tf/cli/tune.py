@@ -1,0 +1,132 @@
+"""`clidmu-tf tune`: a keras-tuner search of CLIDMUModel's hyperparameters, ranked by CLID."""
+
+import json
+import os
+
+from clidmu_tf.cli import cli_utils, training_job
+
+TUNE_METHODS = ("clid-wnet", "clid-vri", "wnet-noisy-meta", "wnet-mae-meta", "ce")
+# The keras-tuner project folder inside `tune --out`; its presence means a search to resume.
+TUNE_PROJECT = "search"
+
+
+def register_subparser(commands):
+    """Adds the `tune` sub-command to `commands`, the top parser's sub-parsers."""
+    tune = commands.add_parser(
+        "tune",
+        allow_abbrev=False,
+        help="hyperparameter search ranked by CLID on held-out noisy data",
+        description="Search CLIDMUModel's hyperparameters with keras-tuner. Trials are ranked by "
+        "--objective; the default, val_clid, reads no labels. A fraction of the noisy training "
+        "set is held out for validation; when the noise was injected its true labels are "
+        "logged as val_clean_accuracy for reference.",
+    )
+    tune.set_defaults(handler=run, parser=tune)
+    cli_utils.add_data_arguments(tune)
+    tune.add_argument("--method", choices=TUNE_METHODS, default="clid-wnet",
+                      help="the method whose hyperparameters are searched (default clid-wnet).")
+    tune.add_argument("--backbone", nargs="+", default=["mlp"],
+                      choices=[name for name in training_job.BACKBONES if name != "auto"],
+                      help="one or more backbones to search over (default mlp).")
+    tune.add_argument("--objective", default="val_clid",
+                      choices=["val_clid", "val_loss", "val_accuracy", "val_clean_loss",
+                               "val_clean_accuracy"],
+                      help="what ranks the trials (default val_clid, label-free).")
+    tune.add_argument("--tuner", choices=("random", "bayesian"), default="random")
+    tune.add_argument("--max-trials", type=cli_utils.positive_int, default=10, metavar="N")
+    tune.add_argument("--epochs", type=cli_utils.positive_int, default=10, metavar="N",
+                      help="epochs per trial (default 10).")
+    tune.add_argument("--validation-fraction", type=cli_utils.fraction, metavar="F", default=0.2,
+                      help="share of the noisy training set held out (default 0.2).")
+    tune.add_argument("--out", required=True, metavar="DIR",
+                      help="the search directory (keras-tuner files and summary.json).")
+    tune.add_argument("--overwrite", action="store_true",
+                      help="start afresh instead of resuming the search in --out.")
+    tune.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
+
+
+def run(args):
+    """Runs (or resumes) the search, writes summary.json, prints the trials; returns 0."""
+    import numpy as np
+
+    from clidmu_tf.cli.data_sources import load_source_dataset
+    from clidmu_tf.pipelines import stratified_split
+
+    noise_kind, noise_rate = cli_utils.check_data_arguments(args)
+    if os.path.isfile(args.out):
+        cli_utils.fail_usage(
+            args, f"--out must be a directory. Received: --out={args.out!r}, a file"
+        )
+    if (
+        os.path.isdir(args.out)
+        and os.listdir(args.out)
+        and not os.path.isdir(os.path.join(args.out, TUNE_PROJECT))
+    ):
+        cli_utils.fail_usage(
+            args,
+            f"--out {args.out!r} is not empty and holds no search to resume or overwrite; "
+            "choose another directory.",
+        )
+    from clidmu_tf.tuning import run_search
+
+    dataset = load_source_dataset(
+        args.dataset, data_dir=args.data_dir, image_size=args.image_size, label_file=args.label_file
+    )
+    clean = dataset.clean_train_labels
+    pool = np.arange(len(clean))
+    if args.limit_train is not None:
+        pool, _ = stratified_split(clean, size=min(args.limit_train, len(clean)), seed=args.seed)
+    given = dataset.y_train
+    if noise_kind is not None:
+        given, _ = dataset.corrupt_train_labels(
+            kind=noise_kind, rate=noise_rate, seed=args.seed, class_map=args.class_map
+        )
+    validation, train = stratified_split(
+        given[pool], size=max(2, round(args.validation_fraction * len(pool))), seed=args.seed
+    )
+    train, validation = pool[train], pool[validation]
+    noise_known = noise_kind is not None or dataset.y_train_clean is not None
+    meta_model, meta_objective = training_job.METHODS[args.method]
+    _, summary = run_search(
+        dataset.inputs(train),
+        given[train],
+        dataset.inputs(validation),
+        given[validation],
+        y_val_clean=clean[validation] if noise_known else None,
+        num_classes=dataset.num_classes,
+        objective=args.objective,
+        tuner=args.tuner,
+        max_trials=args.max_trials,
+        epochs=args.epochs,
+        backbone=args.backbone,
+        meta_model=meta_model,
+        meta_objective=meta_objective,
+        directory=args.out,
+        project_name=TUNE_PROJECT,
+        overwrite=args.overwrite,
+        seed=args.seed,
+        verbose=args.verbose,
+    )
+    with open(os.path.join(args.out, "summary.json"), "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2)
+        handle.write("\n")
+    print(trials_table(summary))
+    return 0
+
+
+def trials_table(summary):
+    """The table of trials printed at the end of `tune`, from the search summary."""
+    objective = summary["objective"]["name"]
+    lines = [f"{'trial':<8}{objective:>14}{'val_clean_accuracy':>20}  hyperparameters"]
+    for trial in summary["trials"]:
+        score = trial["score"]
+        clean = trial["metrics"].get("val_clean_accuracy")
+        values = ", ".join(f"{key}={value}" for key, value in trial["hyperparameters"].items())
+        lines.append(
+            f"{trial['trial_id']:<8}{'n/a' if score is None else f'{score:.4f}':>14}"
+            f"{'n/a' if clean is None else f'{clean:.4f}':>20}  {values}"
+        )
+    best = summary["best"]
+    if best:
+        lines.append(f"Best trial by {objective}: {best['trial_id']} ({best['score']:.4f}).")
+    return "\n".join(lines)

@@ -4,7 +4,6 @@ import datetime
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 
@@ -128,7 +127,10 @@ def export_ensemble(
 
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.export-", dir=parent)
+    # Not tempfile.mkdtemp: its 0700 would become the export's mode; os.mkdir follows the
+    # user's umask like every other output.
+    staging = os.path.join(parent, f".{os.path.basename(out_dir)}.export-{uuid.uuid4().hex}")
+    os.mkdir(staging)
     try:
         files = {}
         if "saved_model" in formats:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from clidmu_tf.cli import cli_utils, training_job
+from clidmu_tf.cli.epoch_recorder import EpochRecorder
 from clidmu_tf.cli.main import main
 from clidmu_tf.cli.run_directory import RunDirectory
 from clidmu_tf.cli.run_report import RunReport
@@ -322,13 +323,13 @@ def test_a_failed_run_leaves_no_report_json(tmp_path, monkeypatch, capsys):
 
 
 def test_ctrl_c_keeps_the_snapshots_and_writes_an_interrupted_report(tmp_path, monkeypatch, capsys):
-    record = training_job._EpochRecorder.on_epoch_end
+    record = EpochRecorder.on_epoch_end
 
     def interrupt_after_first_epoch(self, epoch, logs=None):
         record(self, epoch, logs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training_job._EpochRecorder, "on_epoch_end", interrupt_after_first_epoch)
+    monkeypatch.setattr(EpochRecorder, "on_epoch_end", interrupt_after_first_epoch)
     out = tmp_path / "run"
     status, stdout, _ = run_cli(capsys, "train", "--out", str(out), *TINY)
     assert status == cli_utils.EXIT_INTERRUPTED

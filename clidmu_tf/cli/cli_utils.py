@@ -3,6 +3,9 @@ arguments of `train` and `tune`, and the exit statuses."""
 
 import argparse
 import difflib
+import logging
+import os
+import sys
 
 from clidmu_tf.cli import training_job
 
@@ -36,6 +39,52 @@ class ArgumentParser(argparse.ArgumentParser):
                 f"{', '.join(options)}"
             )
         return namespace
+
+
+def add_verbose_argument(parser, progress):
+    """Adds `--verbose`; `progress` says whether the command shows training progress."""
+    if progress:
+        parser.add_argument(
+            "--verbose", type=int, choices=(0, 1, 2), default=1,
+            help="0 silent; 1 (default) progress: a progress bar on a terminal, one line per "
+            "epoch otherwise (a log file, CI); 2 one line per epoch, and TensorFlow's own log "
+            "messages.",
+        )
+    else:
+        parser.add_argument(
+            "--verbose", type=int, choices=(1, 2), default=1,
+            help="2 also shows TensorFlow's own log messages (default 1: hidden).",
+        )
+
+
+def quiet_tensorflow(verbose):
+    """Hides TensorFlow's own log messages unless `verbose` is 2.
+
+    Must run before TensorFlow is imported: its C++ runtime reads `TF_CPP_MIN_LOG_LEVEL` once.
+    A level the user has set in the environment is kept.
+    """
+    if verbose >= 2:
+        return
+    # 2: the C++ runtime's INFO and WARNING lines (CPU instructions, oneDNN, Grappler
+    # sessions during export), which say nothing about the user's run.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # The Python side: TensorFlow's logger, absl's (the "WARNING:absl:" lines of SavedModel
+    # export) and tf2onnx's conversion notices.
+    for name in ("tensorflow", "absl", "tf2onnx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def fit_verbosity(verbose, stream=None):
+    """The Keras `verbose` for `fit` that the command's `--verbose` asks for.
+
+    Keras redraws its progress bar with carriage returns after every batch, even into a file;
+    when `stream` (standard output by default) is not a terminal, the default `--verbose 1`
+    becomes Keras's 2, one line per epoch.
+    """
+    stream = sys.stdout if stream is None else stream
+    if verbose == 1 and not stream.isatty():
+        return 2
+    return verbose
 
 
 def fail_usage(args, message):

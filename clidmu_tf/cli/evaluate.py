@@ -28,6 +28,7 @@ def register_subparser(commands):
                           help="with a run directory: which of its models (default ensemble).")
     evaluate.add_argument("--output", metavar="JSON", help="also write the result here.")
     evaluate.add_argument("--batch-size", type=cli_utils.positive_int, default=256, metavar="N")
+    cli_utils.add_verbose_argument(evaluate, progress=False)
 
 
 def run(args):

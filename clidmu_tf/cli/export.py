@@ -26,20 +26,22 @@ def register_subparser(commands):
                         help="comma-separated subset of saved_model,onnx (default both).")
     export.add_argument("--overwrite", action="store_true",
                         help="replace an existing export directory.")
+    cli_utils.add_verbose_argument(export, progress=False)
 
 
 def run(args):
     """Exports the run's model and prints the verification; returns the exit status."""
+    if not args.formats:
+        cli_utils.fail_usage(args, "--formats must name at least one of saved_model, onnx.")
+    run_directory = RunDirectory(args.run_dir)
+    report = run_directory.report()
+    out = args.out or run_directory.export
+    # TensorFlow loads here, once the arguments have been checked.
     import numpy as np
 
     from clidmu_tf.callbacks import read_snapshot_manifest
     from clidmu_tf.export import export_ensemble
 
-    run_directory = RunDirectory(args.run_dir)
-    report = run_directory.report()
-    out = args.out or run_directory.export
-    if not args.formats:
-        cli_utils.fail_usage(args, "--formats must name at least one of saved_model, onnx.")
     model = run_directory.load_model(args.model)
     dataset = run_directory.load_dataset()
     members = None

@@ -46,6 +46,7 @@ def main(argv=None):
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    cli_utils.quiet_tensorflow(args.verbose)
     try:
         return args.handler(args) or 0
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as error:

@@ -23,6 +23,7 @@ def register_subparser(commands):
                          help="with a run directory: which of its models (default ensemble).")
     predict.add_argument("--output", metavar="CSV", help="write here instead of to stdout.")
     predict.add_argument("--batch-size", type=cli_utils.positive_int, default=256, metavar="N")
+    cli_utils.add_verbose_argument(predict, progress=False)
 
 
 def run(args):

@@ -124,8 +124,6 @@ class RunDirectory:
         Raises:
             FileNotFoundError: if the run has no such model.
         """
-        import keras
-
         if which == "ensemble":
             from clidmu_tf.callbacks import load_snapshot_ensemble
 
@@ -139,7 +137,7 @@ class RunDirectory:
         path = self.join(name)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"The run in {self.path!r} has no {which} model ({name}).")
-        return keras.saving.load_model(path)
+        return load_keras_file(path)
 
     def save_training_labels(self, *, indices, given, true, weights=None):
         """Records the trained samples' positions, given and true labels, and weights."""
@@ -171,3 +169,14 @@ class RunDirectory:
             image_size=None if image_size is None else tuple(image_size),
             label_file=config.get("label_file"),
         )
+
+
+def load_keras_file(path):
+    """Loads a `.keras` file, whose model may be a `CLIDMUModel` with clidmu_tf's parts."""
+    import keras
+
+    # Keras finds a file's custom classes by their registration, which importing their
+    # modules makes; `import clidmu_tf` alone imports none of them.
+    import clidmu_tf.models  # noqa: F401
+
+    return keras.saving.load_model(path)

@@ -92,8 +92,7 @@ def register_subparser(commands):
         metavar="FORMATS",
         help="comma-separated subset of saved_model,onnx (default both), or none.",
     )
-    train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                       help="0 silent, 1 progress bars (default), 2 one line per epoch.")
+    cli_utils.add_verbose_argument(train, progress=True)
 
 
 def run(args):
@@ -117,7 +116,12 @@ def run(args):
             f"update cannot synchronise replicas). Received: --meta-every={args.meta_every}",
         )
     config = {key: getattr(args, key) for key in training_job.DEFAULTS}
-    job = training_job.TrainingJob(config, args.out, overwrite=args.overwrite, verbose=args.verbose)
+    job = training_job.TrainingJob(
+        config,
+        args.out,
+        overwrite=args.overwrite,
+        verbose=cli_utils.fit_verbosity(args.verbose),
+    )
     status = job.run()
     print(comparison_table(job.report.data, args.out))
     return cli_utils.EXIT_INTERRUPTED if status == "interrupted" else 0

@@ -5,7 +5,6 @@ import os
 import sys
 import traceback
 
-import keras
 import numpy as np
 
 from clidmu_tf.cli.run_directory import RunDirectory
@@ -253,6 +252,8 @@ class TrainingJob:
     # Stages.
 
     def _prepare(self):
+        import keras
+
         from clidmu_tf.cli.data_sources import load_source_dataset
         from clidmu_tf.pipelines import make_training_data
 
@@ -316,6 +317,8 @@ class TrainingJob:
         )
 
     def _compiled_model(self, meta_objective, data):
+        import keras
+
         from clidmu_tf import CLIDMUModel
 
         config = self.config
@@ -359,8 +362,12 @@ class TrainingJob:
 
     def _fit(self, model, data, name, callbacks):
         """Fits `model`, recording every epoch in the report as it ends."""
+        import keras
+
+        from clidmu_tf.cli.epoch_recorder import EpochRecorder
+
         history = self.report[name]["epochs"]
-        recorder = _EpochRecorder(history, self.report)
+        recorder = EpochRecorder(history, self.report)
         tensorboard = keras.callbacks.TensorBoard(self.run_directory.logs(name))
         model.fit(
             data.train,
@@ -581,22 +588,3 @@ class TrainingJob:
                 )
             )
         return written
-
-
-class _EpochRecorder(keras.callbacks.Callback):
-    """Appends each epoch's logs to a list and saves the partial report."""
-
-    # Validation runs on the test split, so Keras's `val_` metrics are the test metrics.
-    RENAMES = {"val_accuracy": "test_accuracy", "val_loss": "test_loss", "val_clid": "test_clid"}
-
-    def __init__(self, history, report):
-        super().__init__()
-        self.history = history
-        self.report = report
-
-    def on_epoch_end(self, epoch, logs=None):
-        entry = {"epoch": epoch + 1}
-        for name, value in (logs or {}).items():
-            entry[self.RENAMES.get(name, name)] = float(value)
-        self.history.append(entry)
-        self.report.save()

@@ -42,7 +42,7 @@ def register_subparser(commands):
                       help="the search directory (keras-tuner files and summary.json).")
     tune.add_argument("--overwrite", action="store_true",
                       help="start afresh instead of resuming the search in --out.")
-    tune.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
+    cli_utils.add_verbose_argument(tune, progress=True)
 
 
 def run(args):
@@ -105,7 +105,7 @@ def run(args):
         project_name=TUNE_PROJECT,
         overwrite=args.overwrite,
         seed=args.seed,
-        verbose=args.verbose,
+        verbose=cli_utils.fit_verbosity(args.verbose),
     )
     with open(os.path.join(args.out, "summary.json"), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)

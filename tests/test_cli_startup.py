@@ -13,6 +13,7 @@ import time
 import keras
 import numpy as np
 import pytest
+from absl import logging as absl_logging
 
 from clidmu_tf import CLIDMUModel, __version__, backbones
 from clidmu_tf.cli import cli_utils, training_job
@@ -121,7 +122,9 @@ def tensorflow_loggers():
     """Restores the levels of the loggers that `quiet_tensorflow` sets."""
     names = ("tensorflow", "absl", "tf2onnx")
     levels = {name: logging.getLogger(name).level for name in names}
+    absl_verbosity = absl_logging.get_verbosity()
     yield names
+    absl_logging.set_verbosity(absl_verbosity)
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
 

@@ -68,10 +68,16 @@ def quiet_tensorflow(verbose):
     # 2: the C++ runtime's INFO and WARNING lines (CPU instructions, oneDNN, Grappler
     # sessions during export), which say nothing about the user's run.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # The Python side: TensorFlow's logger, absl's (the "WARNING:absl:" lines of SavedModel
-    # export) and tf2onnx's conversion notices.
-    for name in ("tensorflow", "absl", "tf2onnx"):
+    # The Python side: TensorFlow's logger and tf2onnx's conversion notices.
+    for name in ("tensorflow", "tf2onnx"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # absl's ("WARNING:absl:" lines of SavedModel export) through its own API: a plain
+    # `logging.getLogger("absl")` made before absl is imported would replace its logger class.
+    try:
+        from absl import logging as absl_logging
+    except ImportError:  # No TensorFlow, hence no absl: an ONNX-only machine.
+        return
+    absl_logging.set_verbosity(absl_logging.ERROR)
 
 
 def fit_verbosity(verbose, stream=None):

@@ -60,6 +60,8 @@ def test_help_version_and_argument_errors_do_not_import_tensorflow(tmp_path):
         (["evaluate", missing, "--inputs", "x.npy"], 2),
         (["inspect", missing], 1),
         (["predict", missing, "x.npy"], 1),
+        (["predict", str(not_empty), missing], 1),
+        (["predict", str(not_empty), str(not_empty / "notes.txt")], 1),
     ]
     result = subprocess.run(
         [

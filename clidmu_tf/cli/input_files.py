@@ -33,6 +33,24 @@ def read_array(path):
     )
 
 
+def check_inputs_path(path):
+    """Checks, without reading it, that `path` names inputs `read_inputs` can read.
+
+    Raises:
+        FileNotFoundError: if `path` does not exist.
+        ValueError: for a file that is neither an array file nor an image.
+    """
+    if os.path.isdir(path):
+        return
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"The input {path!r} does not exist.")
+    if not path.lower().endswith(IMAGE_SUFFIXES + ARRAY_SUFFIXES):
+        raise ValueError(
+            "Received an invalid value for `INPUT`, expected a .npy/.npz file, an image "
+            f"({', '.join(IMAGE_SUFFIXES)}) or a folder of images. Received: {path!r}"
+        )
+
+
 def read_inputs(path, input_shape):
     """Reads model inputs from an array file, an image file or a folder of images.
 
@@ -51,6 +69,7 @@ def read_inputs(path, input_shape):
         ValueError: for an unsupported file, a folder without images, or arrays whose sample
             shape is not `input_shape`.
     """
+    check_inputs_path(path)
     input_shape = tuple(input_shape)
     if os.path.isdir(path):
         files = sorted(
@@ -65,25 +84,18 @@ def read_inputs(path, input_shape):
             )
         x = np.stack([_read_image(file, input_shape) for file in files])
         return [os.path.relpath(file, path) for file in files], _scaled(x)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"The input {path!r} does not exist.")
     if path.lower().endswith(IMAGE_SUFFIXES):
         return [os.path.basename(path)], _scaled(_read_image(path, input_shape)[None])
-    if path.lower().endswith(ARRAY_SUFFIXES):
-        x = np.asarray(read_array(path))
-        if x.shape == input_shape:
-            x = x[None]
-        if x.shape[1:] != input_shape:
-            raise ValueError(
-                f"The arrays in {path!r} must have samples of the model's input shape "
-                f"{input_shape}: shape [N, {', '.join(map(str, input_shape))}]. Received: "
-                f"shape {x.shape}"
-            )
-        return [f"{os.path.basename(path)}[{i}]" for i in range(len(x))], _scaled(x)
-    raise ValueError(
-        "Received an invalid value for `INPUT`, expected a .npy/.npz file, an image "
-        f"({', '.join(IMAGE_SUFFIXES)}) or a folder of images. Received: {path!r}"
-    )
+    x = np.asarray(read_array(path))
+    if x.shape == input_shape:
+        x = x[None]
+    if x.shape[1:] != input_shape:
+        raise ValueError(
+            f"The arrays in {path!r} must have samples of the model's input shape "
+            f"{input_shape}: shape [N, {', '.join(map(str, input_shape))}]. Received: "
+            f"shape {x.shape}"
+        )
+    return [f"{os.path.basename(path)}[{i}]" for i in range(len(x))], _scaled(x)
 
 
 def _scaled(x):

@@ -28,9 +28,10 @@ def register_subparser(commands):
 
 def run(args):
     """Predicts and writes one CSV row per input; returns the exit status."""
-    from clidmu_tf.cli.input_files import read_inputs
+    from clidmu_tf.cli.input_files import check_inputs_path, read_inputs
     from clidmu_tf.cli.loaded_classifier import LoadedClassifier
 
+    check_inputs_path(args.input)
     classifier = LoadedClassifier(args.model, model_kind=args.model_kind)
     names, x = read_inputs(args.input, classifier.input_shape)
     probabilities = classifier.predict_proba(x, batch_size=args.batch_size)

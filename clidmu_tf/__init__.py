@@ -8,11 +8,14 @@ The public classes and sub-packages are attributes of the package, the Keras way
 ...). Each is imported on first use, so `import clidmu_tf` itself does not load TensorFlow:
 the command line reads its arguments in a fraction of a second, and
 `clidmu_tf.export.OnnxPredictor` works on a machine without TensorFlow. Keras finds the
-custom classes of a saved `.keras` file once they are imported: use one of them (for example
-`from clidmu_tf import CLIDMUModel`) before `keras.saving.load_model`.
+custom classes of a saved `.keras` file once they are imported. When Keras is already loaded
+at `import clidmu_tf` (the usual `import keras` first), they are registered at once, since it
+costs nothing then; otherwise use one of them (for example `from clidmu_tf import
+CLIDMUModel`) before `keras.saving.load_model`.
 """
 
 import importlib
+import sys
 
 __version__ = "0.1.0"
 
@@ -67,3 +70,13 @@ def __getattr__(name):
 
 def __dir__():
     return sorted({*globals(), *__all__})
+
+
+def _register_keras_classes():
+    """Imports every module that registers a class for `.keras` loading."""
+    for name in ("backbones", "losses", "meta_models", "metrics", "models"):
+        __getattr__(name)
+
+
+if "keras" in sys.modules:
+    _register_keras_classes()

@@ -83,3 +83,23 @@ def test_without_tensorflow_the_package_imports_and_says_what_is_missing():
     assert result.returncode == 0, result.stderr[-3000:]
     assert "clidmu_tf.callbacks needs TensorFlow" in result.stdout
     assert "OnnxPredictor is available" in result.stdout
+
+
+def test_with_keras_loaded_first_a_saved_model_loads_after_import_clidmu_tf(tmp_path):
+    # The usual order, `import keras` then `import clidmu_tf`: the custom classes must be
+    # registered at once, or `keras.saving.load_model` cannot find `clidmu_tf>CLIDMUModel`.
+    from clidmu_tf import CLIDMUModel, backbones
+
+    model = CLIDMUModel(backbones.mlp((4,), 3, hidden_units=(8,)), seed=0)
+    model.compile()
+    model.save(tmp_path / "model.keras")
+    script = (
+        "import keras, clidmu_tf, sys\n"
+        f"model = keras.saving.load_model({str(tmp_path / 'model.keras')!r})\n"
+        "print(type(model).__name__)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "CLIDMUModel"

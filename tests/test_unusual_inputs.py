@@ -56,8 +56,9 @@ def test_batches_under_two_samples_leave_every_clid_average(mode):
     assert all(np.isfinite(values[-1]) for values in history.history.values())
 
     outputs = model.backbone.predict(x, verbose=0)
+    full_batches = (slice(0, 10), slice(10, 20))
     expected = np.mean(
-        [float(clid_loss(outputs["features"][s], outputs["logits"][s])) for s in (slice(0, 10), slice(10, 20))]
+        [float(clid_loss(outputs["features"][s], outputs["logits"][s])) for s in full_batches]
     )
     assert history.history["val_clid"][-1] == pytest.approx(expected, rel=1e-4)
     evaluated = model.evaluate(x, y, batch_size=10, verbose=0, return_dict=True)
@@ -108,7 +109,8 @@ def test_multi_input_backbones_train_weigh_and_ensemble(kind, tmp_path):
 def test_softmax_last_layer_trains_on_its_pre_softmax_logits(tmp_path):
     inputs = keras.Input((6,))
     hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
-    user_model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="out")(hidden))
+    probabilities = keras.layers.Dense(3, activation="softmax", name="out")(hidden)
+    user_model = keras.Model(inputs, probabilities)
     with pytest.warns(UserWarning, match="'out' has activation='softmax'; its pre-activation"):
         model = CLIDMUModel(user_model, feature_layer="hidden", seed=0)
     model.compile(optimizer=keras.optimizers.SGD(0.1))

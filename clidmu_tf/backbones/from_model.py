@@ -61,7 +61,9 @@ def from_model(model, feature_layer=None):
         logits = _pre_softmax(output["logits"], model.name)
         backbone = model
         if logits is not output["logits"]:
-            backbone = keras.Model(_symbolic_input(model), {**output, "logits": logits}, name=model.name)
+            backbone = keras.Model(
+                _symbolic_input(model), {**output, "logits": logits}, name=model.name
+            )
     else:
         if feature_layer is None:
             raise ValueError(

@@ -6,6 +6,7 @@ are not finite, a softmax the backbone cannot unwrap, multi-input data where one
 needed. Calls to `fit` also check that not a single step was taken.
 """
 
+import argparse
 import math
 
 import keras
@@ -15,6 +16,7 @@ import tensorflow as tf
 
 from clidmu_tf import CLID, CLIDMUModel, backbones, clid_loss
 from clidmu_tf.callbacks import CLIDSnapshotEnsemble
+from clidmu_tf.cli import cli_utils
 from clidmu_tf.pipelines import InMemoryDataset, corrupt_labels, from_arrays, make_training_data
 from clidmu_tf.tuning import HeldOutValidation, held_out_scores, run_search
 
@@ -220,6 +222,11 @@ CASES = {
         lambda: make_training_data(dataset(), labeled_fraction=math.nan),
         ["`labeled_fraction`", "labeled_fraction=nan"],
     ),
+    "command-line --temperature inf": (
+        lambda: cli_utils.positive_float("inf"),
+        argparse.ArgumentTypeError,
+        ["positive finite number", "'inf'"],
+    ),
     "from_arrays test_fraction nan": (
         lambda: from_arrays(X, Y, test_fraction=math.nan),
         ["`test_fraction`", "test_fraction=nan"],
@@ -237,10 +244,16 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("call, words", CASES.values(), ids=CASES.keys())
-def test_bad_input_is_refused_with_a_clear_message(call, words, tmp_path, monkeypatch):
+# A case is (call, words) when it raises ValueError, else (call, exception type, words).
+TABLE = {
+    name: case if len(case) == 3 else (case[0], ValueError, case[1]) for name, case in CASES.items()
+}
+
+
+@pytest.mark.parametrize("call, error, words", TABLE.values(), ids=TABLE.keys())
+def test_bad_input_is_refused_with_a_clear_message(call, error, words, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError) as raised:
+    with pytest.raises(error) as raised:
         call()
     message = str(raised.value)
     missing = [word for word in words if word not in message]

@@ -301,6 +301,12 @@ def from_arrays(
     image_size = _check_image_size(image_size)
     if (x_test is None) != (y_test is None):
         raise ValueError("Pass both `x_test` and `y_test`, or neither.")
+    if isinstance(x, dict):
+        raise ValueError(
+            "`from_arrays` holds a single input per sample (an array [N, ...] or a list of "
+            f"images). Received: x of type dict with keys {sorted(x)}; for a multi-input "
+            "model, build its tf.data streams directly."
+        )
     if _is_image_list(x, image_size):
         x = _stack_images(list(x), image_size) if len(x) else np.asarray(x)
     else:

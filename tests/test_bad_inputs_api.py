@@ -237,6 +237,10 @@ CASES = {
         ["softmax", "cannot be unwrapped", "last layer linear"],
     ),
     # A7: multi-input data where the tool builds a single-input backbone.
+    "from_arrays multi-input x": (
+        lambda: from_arrays({"a": X, "b": X}, Y),
+        ["`from_arrays`", "single input", "x of type dict"],
+    ),
     "run_search multi-input x": (
         lambda: search(x_train={"a": X}),
         ["`run_search`", "single input array", "x_train of type dict"],

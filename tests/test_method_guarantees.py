@@ -117,12 +117,14 @@ def test_virtual_step_runs_the_meta_batch_in_training_mode():
         np.testing.assert_allclose(got.numpy(), expected, rtol=1e-3, atol=1e-3 * scale)
 
 
-def test_two_replicas_move_the_meta_model_like_the_mean_of_their_meta_gradients():
+def test_two_replicas_move_the_meta_model_like_the_mean_of_their_meta_gradients(
+    two_cpu_strategy,
+):
     """Each replica's meta loss is divided by the number of replicas (method: mean over them)."""
     x, y = data(20, seed=4)
     x_meta, _ = data(20, seed=5)
     meta_learning_rate = 5.0
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = two_cpu_strategy
     with strategy.scope():
         keras.utils.set_random_seed(2)
         distributed = CLIDMUModel(backbones.mlp((6,), 3, hidden_units=(8,)), seed=2)

@@ -86,9 +86,17 @@ class CLIDMUModel(keras.Model):
     - `"ce_clean"`, `"ce_noisy"`, `"mae_noisy"`: `((x, y), (x_meta, y_meta))`.
     - `"none"`: `(x, y)`; plain cross-entropy, no meta-model.
 
-    `y` are integer class ids of shape `[B]`. `evaluate` and validation data take plain
-    `(x, y)` and report `loss`, `accuracy` and `clid` (CLID of the model in inference mode;
-    the labels are not used for it, so `val_clid` ranks models without clean labels).
+    `y` are integer class ids of shape `[B]` (or `[B, 1]`). `evaluate` and validation data
+    take plain `(x, y)` and report `loss`, `accuracy` and `clid` (CLID of the model in
+    inference mode; the labels are not used for it, so `val_clid` ranks models without clean
+    labels). `x` may be a dict or a tuple of inputs for a multi-input backbone.
+
+    Before any step, `fit`, `evaluate` and `per_sample_weights` check the labels (integer
+    class ids in range, one per input) and the inputs (no NaN or inf): arrays whole, a
+    dataset's first batch, and `validation_data` likewise. A batch of fewer than 2 samples is
+    left out of the `clid` and `val_clid` averages, and a meta step whose meta batch is too
+    small for the meta loss or whose meta-gradient is not finite is skipped (the meta-model
+    and its optimiser stay as they were) and counted in the `skipped_meta_updates` log.
 
     Args:
         backbone: a Keras model returning `{"logits": [B, C], "features": [B, D]}`, or a
@@ -106,8 +114,9 @@ class CLIDMUModel(keras.Model):
         **kwargs: forwarded to `keras.Model`.
 
     Raises:
-        ValueError: for an unknown `meta_model` or `meta_objective`, a non-positive
-            `temperature` or `meta_every`, or a backbone without a features output.
+        ValueError: for an unknown `meta_model` or `meta_objective`, a `temperature` that is
+            not a finite positive float, a non-positive `meta_every`, or a backbone without
+            a features output (or whose softmax output cannot be unwrapped to logits).
 
     Example:
 

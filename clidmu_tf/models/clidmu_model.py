@@ -448,7 +448,7 @@ class CLIDMUModel(keras.Model):
                 f"be {self._expected_structure()}. Received an element with structure "
                 f"{tf.nest.map_structure(lambda t: tuple(t.shape), first)}"
             )
-        self._check_arrays(batch_x, labels, "x", "y", batch=" (first batch of the dataset)")
+        self._check_arrays(batch_x, labels, "x", "y")
         if x_meta is not None:
             check_finite_inputs(_to_numpy(x_meta), "x_meta")
             meta_size = _batch_size(x_meta)
@@ -469,7 +469,7 @@ class CLIDMUModel(keras.Model):
         """Checks `(x, y)` arrays or the first batch of a dataset given for evaluation."""
         if isinstance(data, tf.data.Dataset):
             x, y, _ = keras.utils.unpack_x_y_sample_weight(self._first_element(data, name))
-            self._check_arrays(x, y, f"{name} x", f"{name} y", batch=" (first batch)")
+            self._check_arrays(x, y, f"{name} x", f"{name} y")
         elif isinstance(data, (tuple, list)) and len(data) in (2, 3):
             self._check_arrays(data[0], data[1], f"{name}[0]", f"{name}[1]")
         else:
@@ -479,7 +479,7 @@ class CLIDMUModel(keras.Model):
                 f"{type(data).__name__}"
             )
 
-    def _check_arrays(self, x, y, x_name, y_name, batch=""):
+    def _check_arrays(self, x, y, x_name, y_name):
         """Inputs finite; labels integer class ids `[N]` in range, one per input."""
         x = _to_numpy(x)
         if _batch_size(x) is not None:

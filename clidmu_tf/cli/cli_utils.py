@@ -4,6 +4,7 @@ arguments of `train` and `tune`, and the exit statuses."""
 import argparse
 import difflib
 import logging
+import math
 import os
 import sys
 
@@ -123,8 +124,12 @@ def positive_float(text):
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number. Received: {text!r}")
+    # NaN fails the comparison; inf is refused too (a temperature or learning rate of inf
+    # gives a constant CLID or a NaN step).
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(
+            f"expected a positive finite number. Received: {text!r}"
+        )
     return value
 
 

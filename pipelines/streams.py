@@ -8,10 +8,16 @@ import tensorflow as tf
 from clidmu_tf.pipelines.augmentation import Augmentation
 from clidmu_tf.pipelines.datasets import load_dataset
 from clidmu_tf.pipelines.in_memory_dataset import InMemoryDataset
-from clidmu_tf.pipelines.noise import NOISE_KINDS, check_labels, corrupt_labels, noise_report
+from clidmu_tf.pipelines.noise import NOISE_KINDS, corrupt_labels, noise_report
 from clidmu_tf.pipelines.splits import stratified_split
 from clidmu_tf.pipelines.training_data import TrainingData
-from clidmu_tf.validation import check_choice, check_positive_int, invalid_value
+from clidmu_tf.validation import (
+    check_choice,
+    check_class_ids,
+    check_fraction,
+    check_positive_int,
+    invalid_value,
+)
 
 META_OBJECTIVES = ("clid", "ce_clean", "ce_noisy", "mae_noisy", "none")
 # The paper's meta set: 1000 samples. Small datasets get a fifth of their training set.
@@ -121,12 +127,7 @@ def make_training_data(
         if value is not None:
             check_positive_int(name, value)
     if labeled_fraction is not None:
-        if (
-            isinstance(labeled_fraction, bool)
-            or not isinstance(labeled_fraction, numbers.Real)
-            or not 0 < labeled_fraction < 1
-        ):
-            raise invalid_value("labeled_fraction", "a float in (0, 1) or None", labeled_fraction)
+        check_fraction("labeled_fraction", labeled_fraction)
         if meta_objective not in ("clid", "none"):
             raise ValueError(
                 "Semi-supervised mode feeds the meta set from unlabeled samples, so it needs a "
@@ -332,7 +333,7 @@ def apply_label_noise(
             batch_inputs = np.asarray(get_input(element))
             inputs.append(batch_inputs.reshape(len(batch_inputs), -1).astype(np.float32))
     labels = np.concatenate(labels) if labels else np.zeros([0], np.int64)
-    labels = check_labels(labels, num_classes=num_classes)
+    labels = check_class_ids(labels, "labels", num_classes=num_classes)
     if wants_inputs:
         features = np.concatenate(inputs) if inputs else None
     noisy, report = corrupt_labels(

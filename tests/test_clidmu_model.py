@@ -315,7 +315,7 @@ def test_per_sample_weights_checks_lengths():
     model = tiny_model("vri")
     weights = model.per_sample_weights(x, y, batch_size=16)
     assert weights.shape == (40,) and np.all((weights > 0) & (weights < 1))
-    with pytest.raises(ValueError, match="same length"):
+    with pytest.raises(ValueError, match=r"one per input \(N=40\)"):
         model.per_sample_weights(x, y[:-1])
 
 

@@ -4,11 +4,19 @@ import tensorflow as tf
 from keras import ops
 
 from clidmu_tf.backbones.from_model import from_model
-from clidmu_tf.losses.clid_loss import clid_loss
+from clidmu_tf.losses.clid_loss import batch_clid
 from clidmu_tf.meta_models.meta_weight_net import MetaWeightNet
 from clidmu_tf.meta_models.vri_rectifier import VRIRectifier
 from clidmu_tf.metrics.clid import CLID
-from clidmu_tf.validation import check_choice, check_positive_float, check_positive_int
+from clidmu_tf.models.guarded_update import apply_if_usable
+from clidmu_tf.validation import (
+    check_choice,
+    check_class_ids,
+    check_finite_inputs,
+    check_non_negative_float,
+    check_positive_float,
+    check_positive_int,
+)
 
 META_MODELS = ("wnet", "vri")
 META_OBJECTIVES = ("clid", "ce_clean", "ce_noisy", "mae_noisy", "none")
@@ -154,6 +162,7 @@ class CLIDMUModel(keras.Model):
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.meta_loss_tracker = keras.metrics.Mean(name="meta_loss")
         self.clid_tracker = CLID(temperature=temperature, name="clid")
+        self.skipped_meta_tracker = keras.metrics.Sum(name="skipped_meta_updates")
         self._build_meta_model()
         self.build()
 
@@ -217,6 +226,8 @@ class CLIDMUModel(keras.Model):
             meta_optimizer = paper_meta_optimizer()
         else:
             meta_optimizer = keras.optimizers.get(meta_optimizer)
+        _check_learning_rate(optimizer, "optimizer")
+        _check_learning_rate(meta_optimizer, "meta_optimizer")
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         self.meta_optimizer = meta_optimizer
 
@@ -292,7 +303,8 @@ class CLIDMUModel(keras.Model):
 
     def _meta_loss(self, outputs, y_meta):
         if self.meta_objective == "clid":
-            return clid_loss(outputs["features"], outputs["logits"], self.temperature)
+            # 0 for a meta batch of fewer than 2 samples; `_meta_update` then skips the step.
+            return batch_clid(outputs["features"], outputs["logits"], self.temperature)[0]
         if self.meta_objective == "mae_noisy":
             probabilities = ops.softmax(ops.cast(outputs["logits"], "float32"), axis=-1)
             true_class = ops.take_along_axis(probabilities, ops.cast(y_meta, "int32")[:, None], axis=-1)
@@ -350,12 +362,22 @@ class CLIDMUModel(keras.Model):
         return meta_loss, meta_gradients
 
     def _meta_update(self, train_tape, outputs, labels, x_meta, y_meta):
+        """Returns `(meta_loss, applied)`; `applied` is 0.0 when the update was skipped.
+
+        The update is skipped (and counted in `skipped_meta_updates`) when the
+        meta-gradient is not finite, or when the meta batch is too small for the meta loss
+        (CLID needs 2 samples), so that one bad batch cannot turn the meta-model into NaN.
+        """
         meta_loss, meta_gradients = self.meta_gradients(train_tape, outputs, labels, x_meta, y_meta)
-        self.meta_optimizer.apply(meta_gradients, self.meta_model.trainable_variables)
-        return meta_loss
+        meta_batch = ops.shape(tf.nest.flatten(x_meta)[0])[0]
+        usable = meta_batch >= (2 if self.meta_objective == "clid" else 1)
+        applied = apply_if_usable(
+            self.meta_optimizer, meta_gradients, self.meta_model.trainable_variables, usable
+        )
+        return meta_loss, applied
 
     def _skip_meta_update(self):
-        return ops.zeros((), "float32")
+        return ops.zeros((), "float32"), ops.zeros((), "float32")
 
     def fit(self, x=None, y=None, **kwargs):
         for name in ("sample_weight", "class_weight"):
@@ -376,6 +398,8 @@ class CLIDMUModel(keras.Model):
                 f"{replicas} replicas"
             )
         self._check_fit_data(x, y)
+        if kwargs.get("validation_data") is not None:
+            self._check_evaluation_data(kwargs["validation_data"], "validation_data")
         if isinstance(x, tf.data.Dataset):
             # A dataset is shuffled by its pipeline; Keras would only warn about the default.
             kwargs.setdefault("shuffle", False)
@@ -391,10 +415,13 @@ class CLIDMUModel(keras.Model):
         }.get(self.meta_objective, "((x, y), (x_meta, y_meta))")
 
     def _check_fit_data(self, x, y):
-        """Checks the structure and the first batch of `fit` data before any training."""
+        """Checks the structure and the first batch of `fit` data before any training.
+
+        Arrays are checked whole; a dataset's first element is checked (labels, NaN or inf
+        in the inputs, meta batch size), as reading all of it could take an epoch.
+        """
         if self.meta_objective == "none" and not isinstance(x, tf.data.Dataset):
-            if y is not None:
-                self._check_labels(np.asarray(y), "y")
+            self._check_arrays(x, y, "x", "y")
             return
         if not isinstance(x, tf.data.Dataset):
             raise ValueError(
@@ -403,10 +430,7 @@ class CLIDMUModel(keras.Model):
                 "clidmu_tf.pipelines.make_training_data). Received: x of type "
                 f"{type(x).__name__}"
             )
-        try:
-            first = next(iter(x.take(1)))
-        except StopIteration:
-            raise ValueError("Received an empty dataset: `fit` needs at least one batch.")
+        first = self._first_element(x, "x")
         try:
             batch_x, labels, x_meta, y_meta = self._unpack(first)
         except (TypeError, ValueError):
@@ -415,34 +439,70 @@ class CLIDMUModel(keras.Model):
                 f"be {self._expected_structure()}. Received an element with structure "
                 f"{tf.nest.map_structure(lambda t: tuple(t.shape), first)}"
             )
-        if len(labels.shape) > 1 and not (len(labels.shape) == 2 and labels.shape[1] == 1):
-            raise ValueError(
-                "Labels must be integer class ids of shape [batch] (sparse). Received: y.shape="
-                f"{tuple(labels.shape)}"
-            )
-        if labels.shape[0] != batch_x.shape[0]:
-            raise ValueError(
-                f"`x` and `y` of a batch must have the same length. Received: x.shape="
-                f"{tuple(batch_x.shape)}, y.shape={tuple(labels.shape)}"
-            )
-        self._check_labels(labels.numpy(), "y")
+        self._check_arrays(batch_x, labels, "x", "y", batch=" (first batch of the dataset)")
         if x_meta is not None:
-            meta_size = tf.nest.flatten(x_meta)[0].shape[0]
+            check_finite_inputs(_to_numpy(x_meta), "x_meta")
+            meta_size = _batch_size(x_meta)
             if self.meta_objective == "clid" and meta_size < 2:
                 raise ValueError(
                     "CLID compares the samples of a meta batch with each other and needs at "
                     f"least 2 per batch. Received: meta batch size {meta_size}"
                 )
         if y_meta is not None:
-            self._check_labels(y_meta.numpy(), "y_meta")
-
-    def _check_labels(self, labels, name):
-        labels = labels.reshape(-1)
-        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ValueError(
-                f"Labels `{name}` must lie in [0, {self.num_classes}). Received: values from "
-                f"{labels.min()} to {labels.max()}"
+            check_class_ids(
+                _to_numpy(y_meta), "y_meta", num_classes=self.num_classes, length=_batch_size(x_meta)
             )
+
+    def _check_evaluation_data(self, data, name):
+        """Checks `(x, y)` arrays or the first batch of a dataset given for evaluation."""
+        if isinstance(data, tf.data.Dataset):
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(self._first_element(data, name))
+            self._check_arrays(x, y, f"{name} x", f"{name} y", batch=" (first batch)")
+        elif isinstance(data, (tuple, list)) and len(data) in (2, 3):
+            self._check_arrays(data[0], data[1], f"{name}[0]", f"{name}[1]")
+        else:
+            raise ValueError(
+                f"Received an invalid value for `{name}`, expected `(x, y)` arrays or a "
+                f"tf.data.Dataset of `(x, y)` batches. Received: {name} of type "
+                f"{type(data).__name__}"
+            )
+
+    def _check_arrays(self, x, y, x_name, y_name, batch=""):
+        """Inputs finite; labels integer class ids `[N]` in range, one per input."""
+        x = _to_numpy(x)
+        if _batch_size(x) is not None:
+            check_finite_inputs(x, x_name)
+        if y is not None:
+            check_class_ids(
+                _to_numpy(y),
+                y_name,
+                num_classes=self.num_classes,
+                length=_batch_size(x),
+            )
+
+    @staticmethod
+    def _first_element(dataset, name):
+        try:
+            return next(iter(dataset.take(1)))
+        except StopIteration:
+            raise ValueError(
+                f"Received an empty dataset for `{name}`: it needs at least one batch."
+            ) from None
+
+    def evaluate(self, x=None, y=None, **kwargs):
+        """Scores the model; `(x, y)` or the first batch of a dataset is checked first.
+
+        Raises:
+            ValueError: for labels that are not integer class ids of shape `[N]` in range,
+                or inputs holding NaN or inf, before any batch is scored.
+        """
+        # Keras's own validation pass within `fit` reuses data that `fit` checked already.
+        if not kwargs.get("_use_cached_eval_dataset"):
+            if isinstance(x, tf.data.Dataset):
+                self._check_evaluation_data(x, "x")
+            else:
+                self._check_arrays(x, y, "x", "y")
+        return super().evaluate(x, y, **kwargs)
 
     def train_step(self, data):
         x, y, x_meta, y_meta = self._unpack(data)
@@ -457,17 +517,18 @@ class CLIDMUModel(keras.Model):
             regularization = sum(self.backbone.losses) if self.backbone.losses else None
 
         if self.meta_objective == "none":
-            meta_loss, is_meta_step = self._skip_meta_update(), 0.0
+            (meta_loss, applied), is_meta_step = self._skip_meta_update(), 0.0
         elif self.meta_every == 1:
-            meta_loss = self._meta_update(train_tape, outputs, labels, x_meta, y_meta)
+            meta_loss, applied = self._meta_update(train_tape, outputs, labels, x_meta, y_meta)
             is_meta_step = 1.0
         else:
             is_meta_step = ops.equal(self.optimizer.iterations % self.meta_every, 0)
-            meta_loss = ops.cond(
+            meta_loss, applied = ops.cond(
                 is_meta_step,
                 lambda: self._meta_update(train_tape, outputs, labels, x_meta, y_meta),
                 self._skip_meta_update,
             )
+        is_meta_step = ops.cast(is_meta_step, "float32")
 
         # Real step: the updated meta-model re-weights the batch; no gradient to it.
         scale = self.optimizer.scale_loss(ops.ones((), "float32")) / replicas
@@ -485,8 +546,10 @@ class CLIDMUModel(keras.Model):
         self.optimizer.apply(gradients, backbone_variables)
 
         self.loss_tracker.update_state(loss)
-        # Steps without a meta update do not dilute the mean meta loss.
-        self.meta_loss_tracker.update_state(meta_loss, sample_weight=ops.cast(is_meta_step, "float32"))
+        # Steps without a meta update (meta_every, or a skipped one) do not enter the mean
+        # meta loss. The skip count is summed over replicas on reading, hence the division.
+        self.meta_loss_tracker.update_state(meta_loss, sample_weight=is_meta_step * applied)
+        self.skipped_meta_tracker.update_state(is_meta_step * (1.0 - applied) / replicas)
         self.accuracy_tracker.update_state(labels, outputs["logits"])
         self.clid_tracker.update_state(None, outputs)
         return self.compute_metrics(x, labels, outputs["logits"])
@@ -499,7 +562,11 @@ class CLIDMUModel(keras.Model):
         self.accuracy_tracker.update_state(labels, outputs["logits"])
         self.clid_tracker.update_state(None, outputs)
         logs = self.compute_metrics(x, labels, outputs["logits"])
-        return {name: value for name, value in logs.items() if name != "meta_loss"}
+        return {
+            name: value
+            for name, value in logs.items()
+            if name not in ("meta_loss", "skipped_meta_updates")
+        }
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -513,23 +580,24 @@ class CLIDMUModel(keras.Model):
         flag samples whose labels are likely wrong.
 
         Args:
-            x: inputs, an array.
-            y: integer labels, shape `[N]`.
+            x: inputs, an array (or a dict / tuple of arrays for a multi-input backbone).
+            y: integer class ids, shape `[N]` (or `[N, 1]`).
             batch_size: batch size of the pass.
 
         Returns:
             A float32 numpy array of shape `[N]`.
+
+        Raises:
+            ValueError: for labels that are not integer class ids of shape `[N]` in range or
+                not one per input, or inputs holding NaN or inf.
         """
-        labels = np.asarray(y).reshape(-1).astype("int32")
-        if len(labels) != len(x):
-            raise ValueError(
-                "`x` and `y` must have the same length. Received: "
-                f"len(x)={len(x)}, len(y)={len(labels)}"
-            )
         check_positive_int("batch_size", batch_size)
+        x = _to_numpy(x)
+        check_finite_inputs(x, "x")
+        labels = check_class_ids(y, "y", num_classes=self.num_classes, length=_batch_size(x))
         weights = []
         for start in range(0, len(labels), batch_size):
-            batch_x = x[start : start + batch_size]
+            batch_x = tf.nest.map_structure(lambda array: array[start : start + batch_size], x)
             batch_y = labels[start : start + batch_size]
             outputs = self.backbone(batch_x, training=False)
             if self.uses_rectifier:
@@ -540,3 +608,26 @@ class CLIDMUModel(keras.Model):
                 batch_weights = self.meta_model(per_sample[:, None])[:, 0]
             weights.append(ops.convert_to_numpy(batch_weights))
         return np.concatenate(weights).astype("float32")
+
+
+def _to_numpy(x):
+    """Eager tensors (and nests of them) as NumPy arrays; arrays and None as they are."""
+    return tf.nest.map_structure(
+        lambda value: value.numpy() if isinstance(value, tf.Tensor) else value, x
+    )
+
+
+def _batch_size(x):
+    """The number of samples in `x` (an array, a tensor, or a dict / tuple of them), or None."""
+    first = tf.nest.flatten(x)[0] if x is not None else None
+    shape = getattr(first, "shape", None)
+    return shape[0] if shape else None
+
+
+def _check_learning_rate(optimizer, name):
+    """Refuses an optimiser whose (current) learning rate is negative, NaN or inf."""
+    rate = float(ops.convert_to_numpy(optimizer.learning_rate))
+    try:
+        check_non_negative_float(f"{name}.learning_rate", rate)
+    except ValueError as error:
+        raise ValueError(f"{error}; a NaN or infinite rate makes every step NaN.") from None

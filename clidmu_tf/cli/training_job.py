@@ -326,6 +326,10 @@ class TrainingJob:
         from clidmu_tf.pipelines import make_training_data
 
         config = self.config
+        # Layer names come from process-wide counters and are part of the backbone's config,
+        # which a resumed run's snapshots are checked against: start them afresh, so that the
+        # same job names its layers the same way in any process.
+        keras.backend.clear_session()
         keras.utils.set_random_seed(config["seed"])
         self.strategy = make_strategy(config["distribute"])
         self._say(f"Loading {config['dataset']} and injecting noise {config['noise']} ...")

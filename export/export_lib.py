@@ -66,9 +66,9 @@ def export_ensemble(
     most `tolerance` times the logits' scale (their largest magnitude, at least 1: float32
     rounding grows with the values, so a model with logits in the thousands is compared at
     its own precision), and `predicted_class` must agree wherever Keras's two top logits
-    differ by more than that logit tolerance. Everything is written to a temporary sibling of `out_dir` and renamed into
-    place only after verification passed, so a failed export leaves no partial `out_dir`,
-    and an existing one untouched.
+    differ by more than that logit tolerance. Everything is written to a temporary sibling
+    of `out_dir` and renamed into place only after verification passed, so a failed export
+    leaves no partial `out_dir`, and an existing one untouched.
 
     Args:
         model: a Keras model returning logits `[N, C]` (or a dict with `"logits"`): the

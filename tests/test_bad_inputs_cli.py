@@ -458,3 +458,18 @@ def test_resume_refuses_other_options(tmp_path, capsys):
     code, _, err = run_cli(capsys, ["train", "--out", str(out), *QUICK, "--resume"])
     assert code == FAILED
     assert "--epochs 4 then, 1 now" in err and "--overwrite" in err
+
+
+def test_export_verifies_a_model_with_large_logits_at_its_own_precision(tmp_path):
+    from clidmu_tf.export import export_ensemble
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    kernel, bias = model.layers[0].get_weights()
+    # Logits in the tens of thousands: float32 rounding alone differs by more than 1e-5.
+    model.layers[0].set_weights([kernel * 3e4, bias])
+    x = np.random.default_rng(0).random((64, 4)).astype("float32")
+    card = export_ensemble(model, tmp_path / "export", formats=("onnx",), verification_inputs=x)
+    results = card["verification"]["results"]
+    assert all(r["predicted_class_mismatches"] == 0 for r in results)
+    assert all(r["logit_tolerance"] > 1e-2 for r in results)

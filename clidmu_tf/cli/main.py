@@ -57,8 +57,8 @@ def main(argv=None):
         partial = os.path.join(getattr(args, "out", None) or "", RunReport.PARTIAL_NAME)
         if args.command == "train" and os.path.isfile(partial):
             print(
-                f"The run failed; its partial report is {partial}. Continue it with the same "
-                "command and --resume.",
+                f"The run failed; its partial report is {partial}. Once the cause is removed, "
+                "the same command with --resume continues it from its last completed epoch.",
                 file=sys.stderr,
             )
         return cli_utils.EXIT_FAILED

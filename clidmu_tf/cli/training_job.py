@@ -481,11 +481,13 @@ class TrainingJob:
             # optimiser states load into them; BackupAndRestore would build the classifier's
             # on every trainable variable, and the saved state would be skipped.
             model.build_optimizers()
-        backup = keras.callbacks.BackupAndRestore(self.run_directory.join(RunDirectory.RESUME, name))
+        backup = keras.callbacks.BackupAndRestore(
+            self.run_directory.join(RunDirectory.RESUME, name)
+        )
         completed = _backed_up_epochs(backup)
         history[:] = [entry for entry in history if entry["epoch"] <= completed]
         if completed:
-            self._say(f"Continuing {name} after epoch {completed} (restored from {backup.backup_dir}).")
+            self._say(f"Continuing {name} after epoch {completed}, from {backup.backup_dir}.")
             for _ in range(completed):
                 for _ in data.train:
                     pass

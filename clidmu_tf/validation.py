@@ -98,9 +98,10 @@ def check_class_ids(labels, name="y", *, num_classes=None, length=None):
             and np.all(array == np.round(array))
         )
     ):
+        first = _first_non_integer(array)
         raise ValueError(
             f"Received an invalid value for `{name}`: {LABELS_CONTRACT}. Received: "
-            f"{received}, for example {name}[{_first_non_integer(array)}]={array[_first_non_integer(array)].item()!r}"
+            f"{received}, for example {name}[{first}]={array[first].item()!r}"
         )
     if length is not None and len(array) != length:
         raise ValueError(
@@ -172,7 +173,7 @@ def check_finite_inputs(x, name="x"):
         raise ValueError(
             f"Received an invalid value for `{path}`, expected finite numbers. Received: "
             f"{len(bad)} NaN or inf value(s) in {path} (shape {array.shape}), the first at "
-            f"{path}[{index}]={array[tuple(bad[0])]!r}. Clean or drop these samples."
+            f"{path}[{index}]={array[tuple(bad[0])].item()!r}. Clean or drop these samples."
         )
 
 

@@ -71,10 +71,11 @@ def positive_float(text):
         value = float(text)
     except ValueError:
         value = float("nan")
-    # NaN fails `> 0`; inf passes it, so finiteness is checked as well.
+    # NaN fails the comparison; inf is refused too (a temperature or learning rate of inf
+    # gives a constant CLID or a NaN step).
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(
-            f"expected a positive, finite number. Received: {text!r}"
+            f"expected a positive finite number. Received: {text!r}"
         )
     return value
 

@@ -450,7 +450,10 @@ class CLIDMUModel(keras.Model):
                 )
         if y_meta is not None:
             check_class_ids(
-                _to_numpy(y_meta), "y_meta", num_classes=self.num_classes, length=_batch_size(x_meta)
+                _to_numpy(y_meta),
+                "y_meta",
+                num_classes=self.num_classes,
+                length=_batch_size(x_meta),
             )
 
     def _check_evaluation_data(self, data, name):

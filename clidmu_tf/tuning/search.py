@@ -11,7 +11,13 @@ from clidmu_tf.tuning.clidmu_hyper_model import (
     CLIDMUHyperModel,
 )
 from clidmu_tf.tuning.held_out_validation import HeldOutValidation
-from clidmu_tf.validation import check_choice, check_positive_int
+from clidmu_tf.validation import (
+    check_all_classes_present,
+    check_choice,
+    check_class_ids,
+    check_finite_inputs,
+    check_positive_int,
+)
 
 # The objectives `run_search` produces, and which way is better. `val_clid` needs no labels;
 # `val_loss` and `val_accuracy` use the (noisy) validation labels; the `val_clean_*` ones
@@ -74,7 +80,8 @@ def run_search(
         x_val: validation inputs, shape `[M, ...]`.
         y_val: noisy validation labels `[M]`, or None.
         y_val_clean: clean validation labels `[M]`, or None.
-        num_classes: number of classes; inferred from the largest label when None.
+        num_classes: number of classes; inferred from the largest label when None (every
+            class below it must then carry a label; pass it to declare empty classes).
         objective: a name from `OBJECTIVES` (its direction is known), or a
             `keras_tuner.Objective` for anything else in the logs (for example from
             `callbacks`).
@@ -130,6 +137,13 @@ def run_search(
         tuner_class = TUNERS[check_choice("tuner", tuner, TUNERS)]
     check_positive_int("max_trials", max_trials)
     check_positive_int("epochs", epochs)
+    for name, value in (("x_train", x_train), ("x_val", x_val)):
+        if isinstance(value, (dict, tuple)):
+            raise ValueError(
+                f"`run_search` builds every trial's backbone from the shape of `x_train` and "
+                f"takes a single input array. Received: {name} of type {type(value).__name__} "
+                "(multi-input data: build and tune the models with keras-tuner directly)"
+            )
     x_train, x_val = np.asarray(x_train), np.asarray(x_val)
     if x_train.ndim < 2 or len(x_train) == 0:
         raise ValueError(
@@ -145,19 +159,18 @@ def run_search(
     labels = {"y_train": (y_train, len(x_train)), "y_val": (y_val, len(x_val))}
     labels["y_val_clean"] = (y_val_clean, len(x_val))
     labels = {
-        name: _check_labels(name, value, length)
+        name: check_class_ids(value, name, length=length)
         for name, (value, length) in labels.items()
         if value is not None
     }
+    check_finite_inputs(x_train, "x_train")
+    check_finite_inputs(x_val, "x_val")
     if num_classes is None:
-        num_classes = int(max(value.max() for value in labels.values())) + 1
+        known = np.concatenate(list(labels.values()))
+        num_classes = int(known.max()) + 1
+        check_all_classes_present(known, num_classes, "y_train")
     for name, value in labels.items():
-        if value.max() >= num_classes:
-            raise ValueError(
-                f"Received an invalid value for `{name}`, expected class ids in "
-                f"[0, {num_classes}) (`num_classes`={num_classes}). Received: {name} with "
-                f"largest value {value.max()}"
-            )
+        check_class_ids(value, name, num_classes=check_positive_int("num_classes", num_classes))
 
     hypermodel = CLIDMUHyperModel(
         x_train.shape[1:],
@@ -287,21 +300,6 @@ def _check_objective(objective, y_val, y_val_clean):
             "None. Pass `y_val_clean`, or use objective='val_clid', which needs no labels."
         )
     return objective
-
-
-def _check_labels(name, labels, length):
-    labels = np.asarray(labels)
-    if (
-        labels.shape != (length,)
-        or not np.issubdtype(labels.dtype, np.integer)
-        or (labels.size and labels.min() < 0)
-    ):
-        raise ValueError(
-            f"Received an invalid value for `{name}`, expected non-negative integer labels "
-            f"of shape [{length}] (one per input). Received: {name} of shape {labels.shape} "
-            f"and dtype {labels.dtype}"
-        )
-    return labels.astype("int32")
 
 
 def _json_float(value):

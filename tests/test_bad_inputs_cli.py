@@ -288,10 +288,15 @@ def test_evaluate_scales_uint8_inputs_as_predict_does(files, tmp_path, capsys):
 
 # B13: the lock on --out.
 
+# Holds --out's lock as a `train` process does (filelock, its pid in the file), without
+# importing TensorFlow, so that it starts in a moment.
 HOLD_LOCK = """
-import sys, time
-from clidmu_tf.cli.run_directory import RunDirectory
-with RunDirectory(sys.argv[1]).lock():
+import os, sys, time, filelock
+os.makedirs(sys.argv[1], exist_ok=True)
+path = os.path.join(sys.argv[1], sys.argv[2])
+with filelock.FileLock(path, timeout=0):
+    with open(path, "w") as handle:
+        handle.write(f"{os.getpid()}\\n")
     print("locked", flush=True)
     time.sleep(120)
 """
@@ -300,7 +305,9 @@ with RunDirectory(sys.argv[1]).lock():
 def test_a_second_train_on_the_same_out_is_refused_while_the_first_runs(tmp_path, capsys):
     out = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD_LOCK, str(out), RunDirectory.LOCK],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"

@@ -200,8 +200,8 @@ def load_image_folder(
         An `InMemoryDataset` of uint8 images.
 
     Raises:
-        ValueError: for a missing or empty folder, an unreadable image, or images of mixed
-            sizes without `image_size`.
+        ValueError: for a missing or empty folder, a class sub-folder without images, an
+            unreadable image, or images of mixed sizes without `image_size`.
 
     Example:
 
@@ -394,6 +394,15 @@ def _read_class_folders(directory, color_mode):
         raise ValueError(
             f"Found no images in {str(root)!r}: expected one sub-folder per class holding "
             f"images ({', '.join(IMAGE_EXTENSIONS)})."
+        )
+    empty = [str(root / name) for name, class_files in files.items() if not class_files]
+    if empty:
+        # Each sub-folder is a class; an empty one would be a class with no sample, into
+        # which label noise flips samples and which the model never sees a true example of.
+        raise ValueError(
+            f"The class folder(s) {empty} hold no images ({', '.join(IMAGE_EXTENSIONS)}); "
+            f"every sub-folder of {str(root)!r} is a class and needs at least one image. "
+            "Add images or remove the empty folders."
         )
     images, labels = [], []
     for label, class_files in enumerate(files.values()):

@@ -117,14 +117,18 @@ def test_a_non_empty_out_is_refused_without_overwrite(tmp_path, capsys):
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
-def test_overwrite_replaces_an_earlier_run_only(tmp_path):
+def test_overwrite_moves_only_an_earlier_runs_files_aside(tmp_path):
     (tmp_path / RunReport.FINAL_NAME).write_text("{}")
-    (tmp_path / "old_snapshot.weights.h5").write_text("")
+    (tmp_path / RunDirectory.MODEL).write_text("")
+    (tmp_path / "notes.txt").write_text("keep me")
     run = RunDirectory(tmp_path)
     with pytest.raises(ValueError, match="--overwrite"):
         run.check_writable(overwrite=False)
-    run.create(overwrite=True)
-    assert sorted(os.listdir(tmp_path)) == [RunDirectory.PLOTS]
+    run.check_writable(overwrite=True)
+    run.replace_aside()
+    assert sorted(os.listdir(tmp_path)) == [RunDirectory.REPLACED, "notes.txt"]
+    run.restore_replaced()
+    assert sorted(os.listdir(tmp_path)) == [RunDirectory.MODEL, "notes.txt", RunReport.FINAL_NAME]
 
 
 def test_python_dash_m_runs_the_command_line():
@@ -188,7 +192,8 @@ def test_train_writes_plots_snapshots_logs_and_export(tiny_run):
 def test_train_prints_the_comparison_table(tiny_run, capsys):
     print(comparison_table(RunReport.load(tiny_run), tiny_run))
     table = capsys.readouterr().out
-    assert "cross-entropy baseline (last epoch)" in table
+    assert "cross-entropy baseline (epoch 2, last)" in table
+    assert "clid-wnet (epoch 2, last)" in table
     assert "CLID snapshot ensemble (top 2)" in table
     assert "ROC AUC" in table
 
@@ -318,6 +323,8 @@ def test_a_failed_run_leaves_no_report_json(tmp_path, monkeypatch, capsys):
         partial = json.load(handle)
     assert partial["status"] == "failed"
     assert partial["error"]["type"] == "RuntimeError"
+    # A model that did not train is not left where predict would serve it.
+    assert not (out / RunDirectory.MODEL).exists()
     with pytest.raises(FileNotFoundError, match="did not finish"):
         RunReport.load(out)
 
@@ -341,6 +348,9 @@ def test_ctrl_c_keeps_the_snapshots_and_writes_an_interrupted_report(tmp_path, m
     assert os.path.isfile(out / "snapshots" / "clid_snapshot_epoch_0001.weights.h5")
     assert (out / "plots" / "clid_and_test_accuracy.png").is_file()
     assert "Status: interrupted" in stdout
+    # The model printed is part-way through its second epoch, and the table says so.
+    assert report["method"]["stopped_in_epoch"] == 2
+    assert "clid-wnet (stopped in epoch 2 of 2)" in stdout
 
 
 def test_run_report_is_written_atomically_and_only_when_finished(tmp_path):

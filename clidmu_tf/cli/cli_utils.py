@@ -3,9 +3,11 @@ arguments of `train` and `tune`, and the exit statuses."""
 
 import argparse
 import difflib
+import json
 import logging
 import math
 import os
+import re
 import sys
 
 from clidmu_tf.cli import training_job
@@ -167,6 +169,78 @@ def export_formats(text):
             f"{list(training_job.EXPORT_FORMATS)}. Received: {text!r}"
         )
     return formats
+
+
+# Library argument names and the command-line options that set them, for `cli_spelling`.
+LIBRARY_TO_CLI = {
+    "meta_size": "--meta-size",
+    "meta_batch_size": "--meta-batch-size",
+    "batch_size": "--batch-size",
+    "train_size": "--limit-train",
+    "class_map": "--class-map",
+    "image_size": "--image-size",
+    "label_file": "--label-file",
+    "data_dir": "--data-dir",
+    "top_k": "--top-k",
+    "learning_rate": "--learning-rate",
+    "meta_learning_rate": "--meta-learning-rate",
+    "temperature": "--temperature",
+    "meta_every": "--meta-every",
+    "noise_rate": "--noise",
+    "overwrite": "--overwrite",
+}
+_LIBRARY_NAME = re.compile(
+    r"(?<![\w-])(" + "|".join(LIBRARY_TO_CLI) + r")(=\(h, w\)|=True(?![\w-])|(?![\w-]))"
+)
+
+
+def cli_spelling(message):
+    """`message` with the library's argument names replaced by the options that set them.
+
+    The library names its arguments as Python does (`meta_size=5000`, `overwrite=True`,
+    `image_size=(h, w)`); on the command line the user typed `--meta-size 5000`, so errors
+    raised by the library are reworded before they are printed.
+
+    Example:
+
+    >>> cli_spelling("Received: meta_size=5000; pass overwrite=True")
+    'Received: --meta-size=5000; pass --overwrite'
+    """
+
+    def replace(match):
+        option = LIBRARY_TO_CLI[match.group(1)]
+        return f"{option} HxW" if match.group(2) == "=(h, w)" else option
+
+    return _LIBRARY_NAME.sub(replace, str(message))
+
+
+def check_tf_config(args):
+    """Checks the TF_CONFIG environment variable `--distribute multiworker` needs."""
+    import os
+
+    example = (
+        'e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+        '"task": {"type": "worker", "index": 0}}\''
+    )
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        fail_usage(
+            args,
+            f"--distribute multiworker needs the TF_CONFIG environment variable on every "
+            f"worker, {example}",
+        )
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        fail_usage(args, f"TF_CONFIG is not valid JSON ({error}); {example}. Received: {text!r}")
+    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict) or not (
+        isinstance(config.get("task"), dict)
+    ):
+        fail_usage(
+            args,
+            f"TF_CONFIG must be a JSON object with 'cluster' and 'task' entries, {example}. "
+            f"Received: {text!r}",
+        )
 
 
 def add_data_arguments(parser):

@@ -49,9 +49,17 @@ def main(argv=None):
     cli_utils.quiet_tensorflow(args.verbose)
     try:
         return args.handler(args) or 0
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as error:
-        print(f"{cli_utils.PROG} {args.command}: error: {error}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError, ImportError) as error:
+        # OSError covers missing files, permissions and a --out locked by another run.
+        print(
+            f"{cli_utils.PROG} {args.command}: error: {cli_utils.cli_spelling(error)}",
+            file=sys.stderr,
+        )
         partial = os.path.join(getattr(args, "out", None) or "", RunReport.PARTIAL_NAME)
         if args.command == "train" and os.path.isfile(partial):
-            print(f"The run failed; its partial report is {partial}.", file=sys.stderr)
+            print(
+                f"The run failed; its partial report is {partial}. Once the cause is removed, "
+                "the same command with --resume continues it from its last completed epoch.",
+                file=sys.stderr,
+            )
         return cli_utils.EXIT_FAILED

@@ -1,7 +1,5 @@
 """`clidmu-tf train`: train CLID-MU and a baseline, keep the snapshot ensemble, export it."""
 
-import os
-
 from clidmu_tf.cli import cli_utils, training_job
 from clidmu_tf.cli.cli_utils import positive_float, positive_int
 from clidmu_tf.cli.run_directory import RunDirectory
@@ -76,8 +74,16 @@ def register_subparser(commands):
     )
     train.add_argument("--out", required=True, metavar="DIR",
                        help="the run directory to write (must be new or empty).")
-    train.add_argument("--overwrite", action="store_true",
-                       help="replace an earlier run in --out.")
+    train.add_argument(
+        "--overwrite", action="store_true",
+        help="replace an earlier run in --out (only the files a run writes; the earlier run is "
+        "put back if the new one fails).",
+    )
+    train.add_argument(
+        "--resume", action="store_true",
+        help="continue the unfinished run in --out (killed, or failed) from its last completed "
+        "epoch; give the same options as the command that started it.",
+    )
     train.add_argument(
         "--distribute", choices=training_job.DISTRIBUTIONS, default=defaults["distribute"],
         help="none (default); mirrored: tf.distribute.MirroredStrategy over the local GPUs "
@@ -98,17 +104,23 @@ def register_subparser(commands):
 def run(args):
     """Checks the arguments, trains, and prints the comparison; returns the exit status."""
     cli_utils.check_data_arguments(args)
+    if args.overwrite and args.resume:
+        cli_utils.fail_usage(args, "pass either --overwrite (start afresh) or --resume, not both.")
     try:
-        RunDirectory(args.out).check_writable(args.overwrite)
+        RunDirectory(args.out).check_writable(args.overwrite, args.resume)
     except ValueError as error:
         cli_utils.fail_usage(args, str(error))
-    if args.distribute == "multiworker" and not os.environ.get("TF_CONFIG"):
+    meta_batch_size = args.meta_batch_size or args.batch_size
+    if meta_batch_size < 2:
+        option = "--meta-batch-size" if args.meta_batch_size else "--batch-size"
         cli_utils.fail_usage(
             args,
-            "--distribute multiworker needs the TF_CONFIG environment variable on every worker, "
-            'e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-            '"task": {"type": "worker", "index": 0}}\'',
+            f"CLID compares the samples of a meta batch with each other and needs at least 2 "
+            f"per batch (the meta batch size defaults to --batch-size). Received: "
+            f"{option}={meta_batch_size}",
         )
+    if args.distribute == "multiworker":
+        cli_utils.check_tf_config(args)
     if args.distribute != "none" and args.meta_every != 1:
         cli_utils.fail_usage(
             args,
@@ -121,6 +133,7 @@ def run(args):
         args.out,
         overwrite=args.overwrite,
         verbose=cli_utils.fit_verbosity(args.verbose),
+        resume=args.resume,
     )
     status = job.run()
     print(comparison_table(job.report.data, args.out))
@@ -146,9 +159,16 @@ def comparison_table(report, run_dir):
         text = "n/a" if value is None else f"{value:.4f}"
         lines.append(f"{name:<46}{text:>14}")
 
+    def which_epoch(name):
+        # A model stopped by Ctrl-C is part-way through an epoch; say which.
+        record = report.get(name) or {}
+        if "stopped_in_epoch" in record:
+            return f"stopped in epoch {record['stopped_in_epoch']} of {config['epochs']}"
+        return f"epoch {len(record.get('epochs', []))}, last"
+
     if "baseline_test_accuracy" in report:
-        row("cross-entropy baseline (last epoch)", report["baseline_test_accuracy"])
-    row(f"{config['method']} (last epoch)", report.get("test_accuracy"))
+        row(f"cross-entropy baseline ({which_epoch('baseline')})", report["baseline_test_accuracy"])
+    row(f"{config['method']} ({which_epoch('method')})", report.get("test_accuracy"))
     ensemble = report.get("ensemble") or {}
     if "lowest_clid_epoch" in ensemble:
         row(f"{config['method']} (epoch {ensemble['lowest_clid_epoch']}, lowest CLID)",

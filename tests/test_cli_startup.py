@@ -181,7 +181,7 @@ def test_train_passes_the_chosen_verbosity_to_fit(tmp_path, monkeypatch, capsys)
     seen = {}
 
     class StoppedJob:
-        def __init__(self, config, directory, overwrite=False, verbose=1):
+        def __init__(self, config, directory, overwrite=False, verbose=1, resume=False):
             seen["verbose"] = verbose
             raise RuntimeError("stopped before any work")
 

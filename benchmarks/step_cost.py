@@ -158,7 +158,10 @@ def main():
 
     device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
     memory_kind = "peak GPU memory" if device == "GPU" else "peak RSS growth"
-    print(f"{'variant':<22} {'wall ms':>8} {'ratio':>6} {'CPU ms':>8} {'CPU ratio':>9} {memory_kind + ' MiB':>22}")
+    print(
+        f"{'variant':<22} {'wall ms':>8} {'ratio':>6} {'CPU ms':>8} {'CPU ratio':>9} "
+        f"{memory_kind + ' MiB':>22}"
+    )
     rows = []
     for name, (wall, cpu) in medians.items():
         row = {

@@ -79,7 +79,9 @@ class _BackgroundRelease:
     def release(self):
         held, self.iterator = [self.iterator], None
         if held[0] is not None:
-            threading.Thread(target=held.clear, name="release_dataset_iterator", daemon=True).start()
+            thread = threading.Thread(target=held.clear, name="release_dataset_iterator")
+            thread.daemon = True
+            thread.start()
 
 
 @keras.saving.register_keras_serializable(package="clidmu_tf")
@@ -405,7 +407,9 @@ class CLIDMUModel(keras.Model):
                     output_gradients=logit_gradient,
                 )
                 fast_weights = [
-                    variable.value if gradient is None else variable.value - learning_rate * gradient
+                    variable.value
+                    if gradient is None
+                    else variable.value - learning_rate * gradient
                     for variable, gradient in zip(self.backbone.trainable_variables, gradients)
                 ]
                 meta_outputs = self._stateless_outputs(fast_weights, x_meta)

@@ -49,6 +49,7 @@ DEFAULTS = {
     "meta_batch_size": None,
     "temperature": 0.5,
     "meta_every": 1,
+    "virtual_step": "full",
     "learning_rate": 0.05,
     "lr_schedule": "cosine",
     "meta_learning_rate": 1e-2,
@@ -422,6 +423,7 @@ class TrainingJob:
                 meta_objective=meta_objective,
                 temperature=config["temperature"],
                 meta_every=config["meta_every"],
+                virtual_step=config["virtual_step"],
                 seed=config["seed"],
             )
             learning_rate = config["learning_rate"]

@@ -1,9 +1,13 @@
+import functools
+import threading
+
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from clidmu_tf.backbones.from_model import from_model
+from clidmu_tf.backbones.logits_layer import logits_layer
 from clidmu_tf.losses.clid_loss import batch_clid
 from clidmu_tf.meta_models.meta_weight_net import MetaWeightNet
 from clidmu_tf.meta_models.vri_rectifier import VRIRectifier
@@ -21,6 +25,8 @@ from clidmu_tf.validation import (
 META_MODELS = ("wnet", "vri")
 META_OBJECTIVES = ("clid", "ce_clean", "ce_noisy", "mae_noisy", "none")
 LABELLED_META_OBJECTIVES = ("ce_clean", "ce_noisy", "mae_noisy")
+VIRTUAL_STEPS = ("full", "head")
+DATASET_ITERATORS = (tf.data.Iterator, tf.distribute.DistributedIterator)
 
 
 def default_optimizer():
@@ -59,6 +65,33 @@ def _cross_entropy(labels, logits):
     )
 
 
+class _BackgroundRelease:
+    """Holds the dataset iterator of the current epoch and destroys it on another thread.
+
+    Destroying a `tf.data` iterator that has been read joins its autotuning thread, which can
+    take seconds after a long epoch (measured up to 5 s here, about 10 s reported), and
+    TensorFlow releases the GIL meanwhile. `CLIDMUModel` keeps the last reference to each
+    epoch's iterator here, so that neither the next epoch nor the return of `fit` waits.
+    A plain object on purpose: Keras and TensorFlow do not track it as a model dependency.
+    """
+
+    def __init__(self):
+        self.iterator = None
+
+    def hold(self, iterator):
+        if iterator is not self.iterator:
+            # A new epoch: Keras has let go of the previous iterator.
+            self.release()
+            self.iterator = iterator
+
+    def release(self):
+        held, self.iterator = [self.iterator], None
+        if held[0] is not None:
+            thread = threading.Thread(target=held.clear, name="release_dataset_iterator")
+            thread.daemon = True
+            thread.start()
+
+
 @keras.saving.register_keras_serializable(package="clidmu_tf")
 class CLIDMUModel(keras.Model):
     """A classifier trained on noisy labels with CLID-MU's meta update.
@@ -75,6 +108,17 @@ class CLIDMUModel(keras.Model):
        updated with `meta_optimizer`.
     3. Real step: the updated meta-model re-weights the same batch and the classifier is
        updated with `optimizer`.
+
+    With `virtual_step="head"` (a deviation from method.md, whose Algorithm 1 is
+    `virtual_step="full"`, the default), step 1 updates only the logits layer, the `Dense`
+    layer that maps the features `[B, D]` to the logits `[B, C]`: the fast kernel is
+    `W - lr * features^T @ dL/dlogits` (`[D, C]`) and the fast bias `b - lr * sum(dL/dlogits)`.
+    The features of the training and the meta batch come from the backbone with the real
+    weights (one training-mode forward pass of the meta batch, without gradient), so the
+    fast logits of the meta batch are `meta_features @ W_fast + b_fast` and the meta-gradient
+    is exact for this restricted step. CLID's feature side is the same constant as in the
+    full step; only its logits side changes. No second-order pass goes through the backbone,
+    so a step costs little more than a plain step; the real step is unchanged.
 
     BatchNorm moving statistics change only in the real step. The forward pass of the
     training batch is shared by steps 1 and 3 (same weights, same batch), so the real step
@@ -107,16 +151,24 @@ class CLIDMUModel(keras.Model):
             `"ce_noisy"`, `"mae_noisy"` (baselines that read meta labels) or `"none"`.
         temperature: temperature of CLID's feature side (0.5).
         meta_every: run the meta update every `meta_every` steps; the other steps reuse the
-            current meta-model.
+            current meta-model. Works under `tf.distribute` strategies (the steps with and
+            without the meta update are two compiled functions chosen from Python), except
+            with more than one replica together with `steps_per_execution` > 1.
+        virtual_step: `"full"` (the paper's virtual step on every backbone weight, default)
+            or `"head"` (only the logits layer; see above). `"head"` needs the logits to be
+            a `Dense` layer applied to the features (see
+            `clidmu_tf.backbones.logits_layer.logits_layer`).
         feature_layer: with a backbone that returns only logits, the name of its feature
             layer.
         seed: seed of the meta-model's initialisation.
         **kwargs: forwarded to `keras.Model`.
 
     Raises:
-        ValueError: for an unknown `meta_model` or `meta_objective`, a `temperature` that is
-            not a finite positive float, a non-positive `meta_every`, or a backbone without
-            a features output (or whose softmax output cannot be unwrapped to logits).
+        ValueError: for an unknown `meta_model`, `meta_objective` or `virtual_step`, a
+            `temperature` that is not a finite positive float, a non-positive `meta_every`,
+            a backbone without a features output (or whose softmax output cannot be
+            unwrapped to logits), or, with `virtual_step="head"`, logits that are not a
+            `Dense` layer on the features.
 
     Example:
 
@@ -147,17 +199,21 @@ class CLIDMUModel(keras.Model):
         meta_every=1,
         feature_layer=None,
         seed=None,
+        virtual_step="full",
         **kwargs,
     ):
         check_choice("meta_objective", meta_objective, META_OBJECTIVES)
         check_positive_float("temperature", temperature)
         check_positive_int("meta_every", meta_every)
+        check_choice("virtual_step", virtual_step, VIRTUAL_STEPS)
         if not (isinstance(meta_model, keras.Model) or meta_model in META_MODELS):
             raise ValueError(
                 "Received an invalid value for `meta_model`, expected one of "
                 f"{list(META_MODELS)} or a keras.Model. Received: meta_model={meta_model!r}"
             )
         backbone = from_model(backbone, feature_layer)
+        if virtual_step == "head":
+            logits_layer(backbone)  # Raises if the logits are not a Dense on the features.
         super().__init__(**kwargs)
         self.backbone = backbone
         self.meta_model_name = meta_model if isinstance(meta_model, str) else None
@@ -165,7 +221,12 @@ class CLIDMUModel(keras.Model):
         self.meta_objective = meta_objective
         self.temperature = temperature
         self.meta_every = meta_every
+        self.virtual_step = virtual_step
         self.seed = seed
+        # The step count that decides whether the next step runs the meta update; read from
+        # the optimiser when training starts (see make_train_function).
+        self._meta_schedule_step = None
+        self._epoch_iterator = _BackgroundRelease()
         self.meta_optimizer = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
@@ -268,6 +329,7 @@ class CLIDMUModel(keras.Model):
             "meta_objective": self.meta_objective,
             "temperature": self.temperature,
             "meta_every": self.meta_every,
+            "virtual_step": self.virtual_step,
             "seed": self.seed,
         }
 
@@ -332,7 +394,8 @@ class CLIDMUModel(keras.Model):
         """The virtual step and the meta loss's gradient with respect to the meta-model.
 
         Args:
-            train_tape: a persistent `tf.GradientTape` that recorded `outputs`.
+            train_tape: a persistent `tf.GradientTape` that recorded `outputs` (read only by
+                the full virtual step).
             outputs: the backbone's training-mode outputs on the training batch.
             labels: the training batch's (noisy) labels, `[B]` int32.
             x_meta: the meta batch's inputs.
@@ -343,32 +406,70 @@ class CLIDMUModel(keras.Model):
             `meta_model.trainable_variables` (scaled for the meta optimiser and for the
             number of replicas, as `optimizer.apply` expects).
         """
-        backbone_variables = self.backbone.trainable_variables
         learning_rate = ops.cast(self.optimizer.learning_rate, "float32")
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if self.virtual_step == "head":
+            # Real weights, outside the meta tape: no gradient flows into the backbone.
+            real_weights = [variable.value for variable in self.backbone.trainable_variables]
+            meta_features = self._stateless_outputs(real_weights, x_meta)["features"]
         with tf.GradientTape() as meta_tape:
             logit_gradient, _ = self._logit_gradient(
                 outputs["logits"], outputs["features"], labels, scale=1.0
             )
-            # Recorded by meta_tape: the virtual gradient is a function of the meta-model.
-            gradients = train_tape.gradient(
-                outputs["logits"], backbone_variables, output_gradients=logit_gradient
-            )
-            fast_weights = [
-                variable.value if gradient is None else variable.value - learning_rate * gradient
-                for variable, gradient in zip(backbone_variables, gradients)
-            ]
-            # Training-mode pass with the fast weights; its moving statistics are dropped.
-            meta_outputs, _ = self.backbone.stateless_call(
-                fast_weights,
-                [variable.value for variable in self.backbone.non_trainable_variables],
-                x_meta,
-                training=True,
-            )
+            if self.virtual_step == "head":
+                meta_outputs = self._fast_head_outputs(
+                    outputs["features"], meta_features, logit_gradient, learning_rate
+                )
+            else:
+                # Recorded by meta_tape: the virtual gradient is a function of the meta-model.
+                gradients = train_tape.gradient(
+                    outputs["logits"],
+                    self.backbone.trainable_variables,
+                    output_gradients=logit_gradient,
+                )
+                fast_weights = [
+                    variable.value
+                    if gradient is None
+                    else variable.value - learning_rate * gradient
+                    for variable, gradient in zip(self.backbone.trainable_variables, gradients)
+                ]
+                meta_outputs = self._stateless_outputs(fast_weights, x_meta)
             meta_loss = self._meta_loss(meta_outputs, y_meta)
             scaled_meta_loss = self.meta_optimizer.scale_loss(meta_loss / replicas)
         meta_gradients = meta_tape.gradient(scaled_meta_loss, self.meta_model.trainable_variables)
         return meta_loss, meta_gradients
+
+    def _stateless_outputs(self, trainable_values, x):
+        """A training-mode pass with the given trainable weights; moving statistics dropped."""
+        outputs, _ = self.backbone.stateless_call(
+            trainable_values,
+            [variable.value for variable in self.backbone.non_trainable_variables],
+            x,
+            training=True,
+        )
+        return outputs
+
+    def _fast_head_outputs(self, features, meta_features, logit_gradient, learning_rate):
+        """The meta batch's outputs after a virtual SGD step on the logits layer alone.
+
+        With `logits = features @ W + b`, the step's gradient is `features^T @ G` for `W`
+        and `sum(G)` for `b`, where `G = dL/dlogits` (`[B, C]`, a function of the
+        meta-model); the features are constants. Computed in float32.
+        """
+        head = logits_layer(self.backbone)
+        features = ops.cast(ops.stop_gradient(features), "float32")
+        meta_features = ops.cast(ops.stop_gradient(meta_features), "float32")
+        logit_gradient = ops.cast(logit_gradient, "float32")
+        fast_kernel = ops.cast(head.kernel, "float32") - learning_rate * ops.matmul(
+            ops.transpose(features), logit_gradient
+        )
+        meta_logits = ops.matmul(meta_features, fast_kernel)
+        if head.bias is not None:
+            fast_bias = ops.cast(head.bias, "float32") - learning_rate * ops.sum(
+                logit_gradient, axis=0
+            )
+            meta_logits = meta_logits + fast_bias
+        return {"logits": meta_logits, "features": meta_features}
 
     def _meta_update(self, train_tape, outputs, labels, x_meta, y_meta):
         """Returns `(meta_loss, applied)`; `applied` is 0.0 when the update was skipped.
@@ -398,13 +499,14 @@ class CLIDMUModel(keras.Model):
                     f"Received: {name} of type {type(kwargs[name]).__name__}"
                 )
         replicas = self.distribute_strategy.num_replicas_in_sync
-        if self.meta_every > 1 and replicas > 1:
-            # The skipped meta update is a tf.cond around the meta optimiser, and a
-            # cross-replica synchronisation cannot sit inside a conditional branch.
+        if self.meta_every > 1 and replicas > 1 and self.steps_per_execution > 1:
+            # Several steps in one call schedule the meta update with a tf.cond around the
+            # meta optimiser, and a cross-replica synchronisation cannot sit inside a
+            # conditional branch.
             raise ValueError(
-                "`meta_every` > 1 is not supported under a distribution strategy with more "
-                f"than one replica. Received: meta_every={self.meta_every}, "
-                f"{replicas} replicas"
+                "`meta_every` > 1 with more than one replica needs `steps_per_execution=1` "
+                f"in compile. Received: meta_every={self.meta_every}, {replicas} replicas, "
+                f"steps_per_execution={self.steps_per_execution}"
             )
         self._check_fit_data(x, y)
         if kwargs.get("validation_data") is not None:
@@ -415,7 +517,10 @@ class CLIDMUModel(keras.Model):
         if self.compiled:
             with self.distribute_strategy.scope():
                 self.build_optimizers()
-        return super().fit(x, y, **kwargs)
+        try:
+            return super().fit(x, y, **kwargs)
+        finally:
+            self._epoch_iterator.release()
 
     def _expected_structure(self):
         return {
@@ -516,21 +621,69 @@ class CLIDMUModel(keras.Model):
                 self._check_arrays(x, y, "x", "y")
         return super().evaluate(x, y, **kwargs)
 
+    def make_train_function(self, force=False):
+        """Builds `train_function`; with `meta_every` > 1, two steps dispatched from Python.
+
+        One compiled step runs the meta update and one does not, and each call picks one
+        by the step count, so no conditional holds the meta optimiser's cross-replica update
+        (which `tf.distribute` forbids) and skipped steps cost no branch. With
+        `steps_per_execution` > 1 several steps run in one call, and `train_step` decides
+        in the graph instead. `fit` and `train_on_batch` call this before training, so the
+        step count is re-read from the optimiser then.
+        """
+        self._meta_schedule_step = None
+        if self.train_function is not None and not force:
+            return self.train_function
+        if self.meta_objective == "none" or self.meta_every == 1 or self.steps_per_execution > 1:
+            super().make_train_function(force=force)
+            step_function = self.train_function
+        else:
+            with_meta = self._make_function(functools.partial(self._train_step, meta_update=True))
+            without_meta = self._make_function(
+                functools.partial(self._train_step, meta_update=False)
+            )
+
+            def step_function(iterator):
+                if self._meta_schedule_step is None:
+                    self._meta_schedule_step = int(ops.convert_to_numpy(self.optimizer.iterations))
+                is_meta_step = self._meta_schedule_step % self.meta_every == 0
+                logs = (with_meta if is_meta_step else without_meta)(iterator)
+                self._meta_schedule_step += 1
+                return logs
+
+        def train_function(iterator):
+            if isinstance(iterator, DATASET_ITERATORS):
+                self._epoch_iterator.hold(iterator)
+            return step_function(iterator)
+
+        self.train_function = train_function
+        return train_function
+
     def train_step(self, data):
+        return self._train_step(data, meta_update=None)
+
+    def _train_step(self, data, meta_update):
+        """One training step. `meta_update`: True or False, or None to follow `meta_every`."""
         x, y, x_meta, y_meta = self._unpack(data)
         labels = ops.reshape(ops.cast(y, "int32"), (-1,))
         backbone_variables = self.backbone.trainable_variables
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if self.meta_objective == "none":
+            meta_update = False
+        elif meta_update is None and self.meta_every == 1:
+            meta_update = True
 
         # The one forward pass of the training batch. It updates BatchNorm's moving
-        # statistics, which is the real step's update (same weights, same batch).
-        with tf.GradientTape(persistent=True) as train_tape:
+        # statistics, which is the real step's update (same weights, same batch). The full
+        # virtual step differentiates it a second time.
+        persistent = meta_update is not False and self.virtual_step == "full"
+        with tf.GradientTape(persistent=persistent) as train_tape:
             outputs = self.backbone(x, training=True)
             regularization = sum(self.backbone.losses) if self.backbone.losses else None
 
-        if self.meta_objective == "none":
+        if meta_update is False:
             (meta_loss, applied), is_meta_step = self._skip_meta_update(), 0.0
-        elif self.meta_every == 1:
+        elif meta_update:
             meta_loss, applied = self._meta_update(train_tape, outputs, labels, x_meta, y_meta)
             is_meta_step = 1.0
         else:

@@ -249,7 +249,6 @@ def _layers_after_features(kind):
 @pytest.mark.parametrize(
     "kind, match",
     [
-        ("activation", "activation='softmax'"),
         ("layer in between", "applied straight"),
         ("not dense", "Lambda"),
         ("frozen", "frozen"),
@@ -259,6 +258,18 @@ def test_head_virtual_step_needs_an_affine_logits_layer(kind, match):
     with pytest.raises(ValueError, match=match):
         CLIDMUModel(_layers_after_features(kind), feature_layer="hidden", virtual_step="head")
     CLIDMUModel(_layers_after_features(kind), feature_layer="hidden")  # the full step takes it
+
+
+def test_head_virtual_step_reads_a_softmax_dense_before_its_activation():
+    # from_model unwraps the softmax (DenseLogits); the head step updates that Dense.
+    with pytest.warns(UserWarning):
+        model = CLIDMUModel(
+            _layers_after_features("activation"), feature_layer="hidden", virtual_step="head"
+        )
+    x, y = tiny_data(n=20)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.fit(clid_stream(x, y), epochs=1, verbose=0)
+    assert np.all(np.isfinite(model.predict(x, verbose=0)))
 
 
 def test_flipped_labels_end_with_lower_weights_on_a_small_noisy_set():

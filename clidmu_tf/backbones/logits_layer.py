@@ -1,5 +1,6 @@
 import keras
 
+from clidmu_tf.backbones.dense_logits import DenseLogits
 from clidmu_tf.backbones.from_model import _symbolic_output
 
 
@@ -10,7 +11,8 @@ def logits_layer(backbone):
     be an affine function of the features, `logits = features @ kernel + bias`, computed by
     one `keras.layers.Dense` layer with a linear activation applied straight to the
     `features` output. The bundled backbones end that way, and so does a model adapted with
-    `from_model` whose last layer is a `Dense` on `feature_layer`.
+    `from_model` whose last layer is a `Dense` on `feature_layer` (a softmax one is read
+    before its activation, as `from_model` does with `DenseLogits`).
 
     Args:
         backbone: a functional Keras model whose output is `{"logits": [B, C],
@@ -33,7 +35,7 @@ def logits_layer(backbone):
         )
     history = getattr(outputs["logits"], "_keras_history", None)
     layer = history.operation if history is not None else None
-    if not isinstance(layer, keras.layers.Dense):
+    if not isinstance(layer, (keras.layers.Dense, DenseLogits)):
         raise ValueError(
             "virtual_step='head' needs the backbone's logits to be the output of a Dense layer "
             f"on its features. Received: logits computed by {_describe(layer)} in backbone "
@@ -47,7 +49,10 @@ def logits_layer(backbone):
             f"{backbone.name!r} whose logits layer reads another tensor; use "
             "virtual_step='full'"
         )
-    if layer.activation is not keras.activations.linear:
+    if isinstance(layer, DenseLogits):
+        # `from_model` unwrapped a softmax Dense: its pre-activation output, with its weights.
+        layer = layer.dense
+    elif layer.activation is not keras.activations.linear:
         raise ValueError(
             f"virtual_step='head' needs the logits layer {layer.name!r} to be affine. Received: "
             f"activation={keras.activations.serialize(layer.activation)!r}"

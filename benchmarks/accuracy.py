@@ -244,14 +244,17 @@ def execute(run, directory):
         def _compiled_model(self, meta_objective, data):
             model = super()._compiled_model(meta_objective, data)
             if probe["meta_optimizer"] or probe["cyclic"]:
-                learning_rate = model.optimizer.learning_rate
+                optimizer = model.optimizer
                 if probe["cyclic"]:
-                    learning_rate = keras.optimizers.schedules.CosineDecayRestarts(
+                    schedule = keras.optimizers.schedules.CosineDecayRestarts(
                         self.config["learning_rate"],
                         first_decay_steps=CYCLE_EPOCHS * data.steps_per_epoch,
                         t_mul=1.0,
                         m_mul=1.0,
                         alpha=COSINE_ALPHA,
+                    )
+                    optimizer = keras.optimizers.SGD(
+                        schedule, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY
                     )
                 meta_optimizer = (
                     make_meta_optimizer(probe["meta_optimizer"])
@@ -259,9 +262,7 @@ def execute(run, directory):
                     else model.meta_optimizer
                 )
                 model.compile(
-                    optimizer=keras.optimizers.SGD(
-                        learning_rate, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY
-                    ),
+                    optimizer=optimizer,
                     meta_optimizer=meta_optimizer,
                     jit_compile=self.config["jit"],
                 )

@@ -1,6 +1,6 @@
 """Accuracy grid: CLID-MU against plain training and the meta-objective baselines.
 
-Every run is one `clidmu-tf train` job (`clidmu_tf.training_job.TrainingJob`, the code
+Every run is one `clidmu-tf train` job (`clidmu_tf.cli.training_job.TrainingJob`, the code
 path of the command line) with `--baseline none` and no export, on an offline dataset with
 injected label noise. Per run it records, per epoch, the clean test accuracy and the CLID
 of the meta set (the label-free score the snapshot ensemble ranks epochs by), and then:
@@ -186,7 +186,7 @@ def make_meta_optimizer(spec):
     """The probe's meta optimiser from `NAME:LR` (weight decay as the job's)."""
     import keras
 
-    from clidmu_tf.training_job import META_WEIGHT_DECAY
+    from clidmu_tf.cli.training_job import META_WEIGHT_DECAY
 
     name, _, rate = spec.partition(":")
     rate = float(rate)
@@ -204,7 +204,7 @@ def _normalized_sgd(rate):
     import keras
     from keras import ops
 
-    from clidmu_tf.training_job import META_WEIGHT_DECAY
+    from clidmu_tf.cli.training_job import META_WEIGHT_DECAY
 
     class NormalizedSGD(keras.optimizers.SGD):
         """SGD on the gradient divided by its global norm: steps of length `rate`."""
@@ -222,7 +222,7 @@ def execute(run, directory):
     """Trains one run with the command line's job and returns its record."""
     import keras
 
-    from clidmu_tf.training_job import COSINE_ALPHA, MOMENTUM, WEIGHT_DECAY, TrainingJob
+    from clidmu_tf.cli.training_job import COSINE_ALPHA, MOMENTUM, WEIGHT_DECAY, TrainingJob
 
     probe = run["probe"]
 

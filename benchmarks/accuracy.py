@@ -186,7 +186,7 @@ def make_meta_optimizer(spec):
     """The probe's meta optimiser from `NAME:LR` (weight decay as the job's)."""
     import keras
 
-    from clidmu_tf.cli.training_job import META_WEIGHT_DECAY
+    from clidmu_tf.models.clidmu_model import META_WEIGHT_DECAY
 
     name, _, rate = spec.partition(":")
     rate = float(rate)
@@ -204,7 +204,7 @@ def _normalized_sgd(rate):
     import keras
     from keras import ops
 
-    from clidmu_tf.cli.training_job import META_WEIGHT_DECAY
+    from clidmu_tf.models.clidmu_model import META_WEIGHT_DECAY
 
     class NormalizedSGD(keras.optimizers.SGD):
         """SGD on the gradient divided by its global norm: steps of length `rate`."""

@@ -83,6 +83,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--lr-schedule", default=None, choices=["cosine", "constant", "cyclic"],
                         help="cyclic: cosine restarting every 5 epochs (the authors' code)")
+    parser.add_argument("--augment", default=None, help="as `clidmu-tf train --augment`")
     parser.add_argument("--tag", default="", help="a label kept with each run (probes)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: digits, mlp, symmetric:0.4, clid-wnet, seed 0, 2 epochs, "
@@ -128,7 +129,7 @@ def planned_runs(args):
                 config["class_map"] = DIGIT_CLASS_MAP
             if temperature is not None:
                 config["temperature"] = temperature
-            for key in ("limit_train", "meta_learning_rate", "lr_schedule"):
+            for key in ("limit_train", "meta_learning_rate", "lr_schedule", "augment"):
                 value = getattr(args, key)
                 if value is not None and not (key == "lr_schedule" and value == "cyclic"):
                     config[key] = value

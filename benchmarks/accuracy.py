@@ -20,7 +20,7 @@ of the meta set (the label-free score the snapshot ensemble ranks epochs by), an
 Each finished run is appended to the results file at once (one JSON line, one write), and
 a restarted grid skips the runs the file already holds, so the grid can be stopped and
 resumed at any time. `--summary` groups the runs into cells and prints the markdown table
-of BENCHMARKS.md (mean +- std over seeds).
+of BENCHMARKS.md (accuracies in %, mean +- sample standard deviation over seeds).
 
 Usage:
 
@@ -405,18 +405,30 @@ def summarize(records, by_tag=False):
     for key, members in sorted(cells.items()):
         row = {"cell": key, "seeds": len(members)}
         for field in RESULT_FIELDS:
-            values = [m[field] for m in members if m[field] is not None]
-            row[field] = (float(np.mean(values)), float(np.std(values))) if values else None
+            row[field] = _mean_std([m[field] for m in members if m[field] is not None])
         rule_names = sorted({name for m in members for name in m["rules"]})
         row["rules"] = {
-            name: (
-                float(np.mean([m["rules"][name]["accuracy"] for m in members if name in m["rules"]])),
-                float(np.std([m["rules"][name]["accuracy"] for m in members if name in m["rules"]])),
-            )
+            name: _mean_std([m["rules"][name]["accuracy"] for m in members if name in m["rules"]])
             for name in rule_names
         }
         rows.append(row)
     return rows
+
+
+def _mean_std(values):
+    """Mean and sample standard deviation (None for one value); None for no values."""
+    if not values:
+        return None
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    return float(np.mean(values)), std
+
+
+def _format(value, scale, digits, sign=""):
+    if value is None:
+        return "n/a"
+    mean, std = value
+    text = f"{scale * mean:{sign}.{digits}f}"
+    return text if std is None else f"{text} ± {scale * std:.{digits}f}"
 
 
 def markdown_table(rows, rules=False):
@@ -431,16 +443,11 @@ def markdown_table(rows, rules=False):
         cells = [dataset, noise, backbone, method, f"{temperature:g}", str(epochs),
                  str(row["seeds"])]
         for field in RESULT_FIELDS:
-            value = row[field]
-            if value is None:
-                cells.append("n/a")
-            elif field == "spearman":
-                cells.append(f"{value[0]:+.2f} ± {value[1]:.2f}")
+            if field == "spearman":
+                cells.append(_format(row[field], 1, 2, sign="+"))
             else:
-                cells.append(f"{100 * value[0]:.1f} ± {100 * value[1]:.1f}")
-        for name in rule_names:
-            value = row["rules"].get(name)
-            cells.append("n/a" if value is None else f"{100 * value[0]:.1f} ± {100 * value[1]:.1f}")
+                cells.append(_format(row[field], 100, 1))
+        cells += [_format(row["rules"].get(name), 100, 1) for name in rule_names]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -3,7 +3,6 @@
 from clidmu_tf.cli import cli_utils, training_job
 from clidmu_tf.cli.cli_utils import positive_float, positive_int
 from clidmu_tf.cli.run_directory import RunDirectory
-from clidmu_tf.models.clidmu_model import DEFAULT_META_LEARNING_RATES
 
 
 def register_subparser(commands):
@@ -69,9 +68,10 @@ def register_subparser(commands):
     train.add_argument(
         "--meta-learning-rate", type=positive_float, metavar="LR",
         default=defaults["meta_learning_rate"],
-        help="meta-model learning rate (default: the library's, "
-        f"{DEFAULT_META_LEARNING_RATES['wnet']:g} with SGD for Meta-Weight-Net, "
-        f"{DEFAULT_META_LEARNING_RATES['vri']:g} with Adam for VRI).",
+        # Not read from the library here: the command line imports TensorFlow only when
+        # work starts. test_cli checks that this text states the library's default.
+        help="meta-model learning rate (default: the library's default_meta_optimizer, 1e-2 "
+        "with SGD for Meta-Weight-Net, 1e-2 with Adam for VRI).",
     )
     train.add_argument("--top-k", type=positive_int, metavar="K", default=defaults["top_k"],
                        help="epochs kept in the CLID snapshot ensemble (default 5).")

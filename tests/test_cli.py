@@ -95,6 +95,20 @@ def test_train_help_names_every_dataset_of_the_registry(capsys):
         assert name in help_text, name
 
 
+def test_train_help_states_the_library_default_meta_learning_rates(capsys):
+    import re
+
+    from clidmu_tf.models.clidmu_model import DEFAULT_META_LEARNING_RATES
+
+    status, out, _ = run_cli(capsys, "train", "--help")
+    assert status == 0
+    # Without whitespace: argparse may wrap the text inside "Meta-Weight-Net".
+    help_text = "".join(out.split())
+    for rate, optimizer, meta_model in (("wnet", "SGD", "Meta-Weight-Net"), ("vri", "Adam", "VRI")):
+        match = re.search(rf"[,(]([0-9.e+-]+?)with{optimizer}for{meta_model}", help_text)
+        assert match and float(match.group(1)) == DEFAULT_META_LEARNING_RATES[rate]
+
+
 def test_multiworker_without_tf_config_says_what_is_needed(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     status, _, err = run_cli(

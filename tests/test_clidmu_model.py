@@ -366,7 +366,21 @@ def test_paper_meta_optimizer_is_one_argument_away():
     model.compile(meta_optimizer="paper")
     assert float(model.meta_optimizer.learning_rate.numpy()) == pytest.approx(1e-5)
     model.compile()
-    assert float(model.meta_optimizer.learning_rate.numpy()) == pytest.approx(1e-3)
+    assert float(model.meta_optimizer.learning_rate.numpy()) == pytest.approx(1e-2)
+
+
+@pytest.mark.parametrize("meta_model, kind", [("wnet", keras.optimizers.SGD), ("vri", keras.optimizers.Adam)])
+def test_a_given_meta_learning_rate_keeps_the_default_optimizer_kind(meta_model, kind):
+    # `clidmu-tf train --meta-learning-rate` goes through this function: only the rate changes.
+    from clidmu_tf.models.clidmu_model import default_meta_optimizer
+
+    model = tiny_model(meta_model)
+    model.compile()
+    assert type(model.meta_optimizer) is kind
+    changed = default_meta_optimizer(model.meta_model, learning_rate=0.25)
+    assert type(changed) is kind
+    assert float(changed.learning_rate.numpy()) == pytest.approx(0.25)
+    assert changed.weight_decay == model.meta_optimizer.weight_decay
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,8 @@ DEFAULTS = {
     "virtual_step": "full",
     "learning_rate": 0.05,
     "lr_schedule": "cosine",
-    "meta_learning_rate": 1e-2,
+    # None: the library's default meta optimiser (`default_meta_optimizer`).
+    "meta_learning_rate": None,
     "top_k": 5,
     "augment": "auto",
     "seed": 0,
@@ -65,7 +66,6 @@ DEFAULTS = {
 # Keras equivalent of the paper's coupled weight decay).
 MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-3
-META_WEIGHT_DECAY = 5e-4
 # The cosine schedule ends at 2% of the initial rate (the paper: 0.05 down to 1e-3).
 COSINE_ALPHA = 0.02
 LABEL_ERRORS_KEPT = 200
@@ -410,6 +410,7 @@ class TrainingJob:
         import keras
 
         from clidmu_tf import CLIDMUModel
+        from clidmu_tf.models.clidmu_model import default_meta_optimizer
 
         config = self.config
         # The same seed before each build: the baseline starts from CLID-MU's initial weights.
@@ -433,15 +434,10 @@ class TrainingJob:
                     decay_steps=config["epochs"] * data.steps_per_epoch,
                     alpha=COSINE_ALPHA,
                 )
-            meta_optimizer = None
-            if config["meta_learning_rate"] is not None:
-                # The optimisers of the library's defaults, at the configured rate.
-                optimizer_class = (
-                    keras.optimizers.Adam if meta_model_name == "vri" else keras.optimizers.SGD
-                )
-                meta_optimizer = optimizer_class(
-                    learning_rate=config["meta_learning_rate"], weight_decay=META_WEIGHT_DECAY
-                )
+            # The library's default meta optimiser, at the configured rate if one is given.
+            meta_optimizer = default_meta_optimizer(
+                model.meta_model, learning_rate=config["meta_learning_rate"]
+            )
             model.compile(
                 optimizer=keras.optimizers.SGD(
                     learning_rate, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY

@@ -6,6 +6,7 @@ import tensorflow as tf
 from clidmu_tf import backbones
 from clidmu_tf.backbones.blocks import check_backbone_args
 from clidmu_tf.models.clidmu_model import (
+    DEFAULT_META_LEARNING_RATES,
     LABELLED_META_OBJECTIVES,
     META_MODELS,
     CLIDMUModel,
@@ -39,11 +40,10 @@ BACKBONE_BUILDERS = {
     ),
 }
 
-# The paper's settings per meta-model: the classifier's learning rate, and the meta
-# learning rate the library defaults to (see `default_meta_optimizer`; the paper's
-# Meta-Weight-Net runs used 1e-5, tuned for 100 CIFAR epochs).
+# The paper's classifier learning rate per meta-model. The meta learning rates default to
+# the library's (`DEFAULT_META_LEARNING_RATES`; the paper's Meta-Weight-Net runs used 1e-5,
+# tuned for 100 CIFAR epochs).
 DEFAULT_LEARNING_RATES = {"wnet": 0.05, "vri": 0.02}
-DEFAULT_META_LEARNING_RATES = {"wnet": 1e-3, "vri": 1e-2}
 META_SIZES = (100, 250, 500, 1000, 2000)
 DEFAULT_META_SIZE = 1000
 BATCH_SIZES = (32, 64, 100, 128, 256)
@@ -72,7 +72,7 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
     - `batch_size` (array training data only; a dataset's batches are its own): 32, 64,
       100, 128, 256; default 100. Meta batches have the same size (capped by the meta set),
       as in the paper. Defined in `fit`, where the data is known.
-    - `meta_learning_rate` (not with `"none"`): 1e-5 to 0.1, log; default 1e-3, the
+    - `meta_learning_rate` (not with `"none"`): 1e-5 to 0.1, log; default 1e-2, the
       library's default (SGD; Adam 1e-2 with VRI). The paper's Meta-Weight-Net used 1e-5,
       which on short runs leaves the meta-model at its initialisation.
     - `meta_size` (not with `"none"`): 100, 250, 500, 1000, 2000; default 1000. Capped by

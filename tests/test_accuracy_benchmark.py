@@ -1,0 +1,58 @@
+"""Smoke test of benchmarks/accuracy.py: a tiny run is recorded once and skipped on restart."""
+
+import importlib.util
+import json
+import pathlib
+
+import numpy as np
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("accuracy_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_is_recorded_and_skipped_when_restarted(tmp_path, capsys):
+    accuracy = _load_script()
+    results = tmp_path / "results.jsonl"
+    argv = ["--quick", "--results", str(results), "--limit-train", "150"]
+    accuracy.main(argv)
+    lines = results.read_text().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["run"]["config"]["method"] == "clid-wnet"
+    assert len(record["test_accuracy"]) == len(record["meta_clid"]) == 2
+    assert record["best"] == max(record["test_accuracy"])
+    assert record["last"] == record["test_accuracy"][-1]
+    assert 1 <= len(record["ensemble_epochs"]) <= 2
+    # The paper's rule recomputed from the per-epoch logits is the job's own ensemble.
+    assert record["rules"]["paper_top5"]["epochs"] == sorted(record["ensemble_epochs"])
+    assert np.isclose(record["rules"]["paper_top5"]["accuracy"], record["ensemble"])
+
+    capsys.readouterr()
+    accuracy.main(argv)
+    assert "0 to run" in capsys.readouterr().out
+    assert len(results.read_text().splitlines()) == 1
+
+    accuracy.main(["--summary", "--results", str(results)])
+    table = capsys.readouterr().out
+    assert "| digits | symmetric:0.4 | mlp | clid-wnet |" in table
+
+
+def test_a_line_cut_short_by_a_crash_is_ignored_and_not_glued_to(tmp_path):
+    accuracy = _load_script()
+    results = tmp_path / "results.jsonl"
+    results.write_text('{"run": 1}\n{"run": ')
+    accuracy.append_result(str(results), {"run": 2})
+    assert [record["run"] for record in accuracy.load_results(str(results))] == [1, 2]
+
+
+def test_lowest_breaks_ties_towards_the_earlier_epoch():
+    accuracy = _load_script()
+    scores = [3.0, 1.0, 2.0, 1.0, 5.0]
+    assert accuracy.lowest(scores, [1, 2, 3, 4, 5], k=2) == [2, 4]
+    assert accuracy.lowest(scores, [3, 4, 5], k=2) == [3, 4]

@@ -377,6 +377,15 @@ class TrainingJob:
         # Built here, before anything is written, so that their errors leave no run behind.
         self.model = self._compiled_model(METHODS[config["method"]][1], data)
         self.snapshots = self._snapshot_callback()
+        # What each epoch made of each training label: the signals `inspect` ranks by.
+        from clidmu_tf.callbacks import TrainingDynamicsRecorder
+
+        self.dynamics = TrainingDynamicsRecorder(
+            self.data.train_inputs(),
+            self.data.train_noisy_labels,
+            path=self.run_directory.join(RunDirectory.TRAINING_DYNAMICS),
+            resume=self.resume,
+        )
 
     def _record_data(self):
         data = self.data
@@ -535,7 +544,7 @@ class TrainingJob:
             f"{self.model.backbone.count_params():,} parameters) for {config['epochs']} epochs ..."
         )
         with self.report.timed("train_method"):
-            self._fit(self.model, self.data, "method", [self.snapshots])
+            self._fit(self.model, self.data, "method", [self.snapshots, self.dynamics])
         self.model.save(finished)
         self.report["method"]["trained"] = True
         self.report.save()

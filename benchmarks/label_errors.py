@@ -93,8 +93,8 @@ def finished_keys(path):
 
 def train(run_dir, dataset, kind, rate, seed, quick):
     """Trains the cell's CLID-MU run, unless a completed one is already in `run_dir`."""
-    from clidmu_tf.run_report import RunReport
-    from clidmu_tf.training_job import TrainingJob
+    from clidmu_tf.cli.run_report import RunReport
+    from clidmu_tf.cli.training_job import TrainingJob
 
     report_path = os.path.join(run_dir, RunReport.FINAL_NAME)
     if os.path.isfile(report_path):
@@ -142,8 +142,8 @@ def cross_validated_cleanlab(x, given, seed):
 def evaluate_cell(run_dir, seed):
     """Every ranking of one trained cell, scored against the known flips."""
     from clidmu_tf.callbacks import load_dynamics
+    from clidmu_tf.cli.run_directory import RunDirectory
     from clidmu_tf.label_issue_ranking import SCORES, label_issues, label_quality, ranking_metrics
-    from clidmu_tf.run_directory import RunDirectory
 
     run = RunDirectory(run_dir)
     labels = run.training_labels()

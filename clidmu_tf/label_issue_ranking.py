@@ -215,7 +215,7 @@ def _import_cleanlab():
 
 def _read_run(run_dir, x, y, score, dynamics):
     """The inputs, labels, models and dynamics of a `clidmu-tf train` run directory."""
-    from clidmu_tf.run_directory import RunDirectory
+    from clidmu_tf.cli.run_directory import RunDirectory
 
     run = RunDirectory(run_dir)
     if not run.is_run:

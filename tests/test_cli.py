@@ -17,7 +17,7 @@ from clidmu_tf.cli.main import main
 from clidmu_tf.cli.run_directory import RunDirectory
 from clidmu_tf.cli.run_report import RunReport
 from clidmu_tf.cli.train import comparison_table
-from clidmu_tf.label_issues import DEFAULT_SCORE
+from clidmu_tf.label_issues import DEFAULT_SCORE, SCORES
 
 TINY = [
     "--limit-train", "200",
@@ -184,6 +184,8 @@ def test_train_writes_a_complete_report(tiny_run):
     assert np.trapezoid(curve["true_positive_rate"], curve["false_positive_rate"]) == (
         pytest.approx(issues["roc_auc"], abs=1e-3)
     )
+    assert set(issues["every_score"]) == set(SCORES)
+    assert issues["every_score"][DEFAULT_SCORE]["roc_auc"] == issues["roc_auc"]
 
 
 def test_train_writes_plots_snapshots_logs_and_export(tiny_run):
@@ -206,6 +208,7 @@ def test_train_prints_the_comparison_table(tiny_run, capsys):
     assert "clid-wnet (epoch 2, last)" in table
     assert "CLID snapshot ensemble (top 2)" in table
     assert "ROC AUC" in table
+    assert "ROC AUC of each inspect --score: ensemble" in table
 
 
 def test_inspect_ranks_the_likely_wrong_labels_as_csv(tiny_run, capsys, tmp_path):

@@ -189,6 +189,14 @@ def comparison_table(report, run_dir):
                 f"{issues['roc_auc']:.3f}, precision {issues['precision_at_noise_count']:.3f} "
                 f"among the {issues['num_flipped']} ranked first."
             )
+            lines.append(
+                "ROC AUC of each inspect --score: "
+                + ", ".join(
+                    f"{name} {scores['roc_auc']:.3f}"
+                    for name, scores in issues["every_score"].items()
+                )
+                + "."
+            )
     timings = report.get("timings", {})
     lines.append(
         f"Status: {report['status']}, {timings.get('total', 0.0):.0f} s. Run directory: {run_dir}"

@@ -638,7 +638,9 @@ class TrainingJob:
                 weights=self.weights,
             )
             self.report["label_issues"] = label_issue_summary(
-                issues, data.flipped if self.noise_injected else None
+                issues,
+                data.flipped if self.noise_injected else None,
+                dynamics=self.dynamics.dynamics(),
             )
         self.report.save()
 
@@ -757,12 +759,13 @@ class TrainingJob:
         return written
 
 
-def label_issue_summary(issues, flipped=None):
+def label_issue_summary(issues, flipped=None, dynamics=None):
     """The report's `label_issues` entry: the score, cleanlab's suggested number of wrong
-    labels and, when the flips are known, the ranking's ROC AUC, precision and ROC curve."""
+    labels and, when the flips are known, the ranking's ROC AUC, precision and ROC curve,
+    and the ROC AUC and precision of every other score (`inspect --score`)."""
     from sklearn.metrics import roc_curve
 
-    from clidmu_tf.label_issues import ranking_metrics
+    from clidmu_tf.label_issues import SCORES, label_quality, ranking_metrics
 
     summary = {
         "score": issues["score"],
@@ -770,17 +773,32 @@ def label_issue_summary(issues, flipped=None):
         "suggested_num_issues": issues["num_issues"],
     }
     metrics = None if flipped is None else ranking_metrics(issues["quality"], flipped)
-    if metrics is not None:
-        false_positive, true_positive, _ = roc_curve(flipped, -issues["quality"])
-        summary.update(
-            num_flipped=int(np.sum(flipped)),
-            **metrics,
-            roc_curve={
-                "false_positive_rate": np.round(false_positive, 4).tolist(),
-                "true_positive_rate": np.round(true_positive, 4).tolist(),
-                "roc_auc": metrics["roc_auc"],
-            },
-        )
+    if metrics is None:
+        return summary
+    false_positive, true_positive, _ = roc_curve(flipped, -issues["quality"])
+    labels = dynamics["given_label"]
+    summary.update(
+        num_flipped=int(np.sum(flipped)),
+        **metrics,
+        roc_curve={
+            "false_positive_rate": np.round(false_positive, 4).tolist(),
+            "true_positive_rate": np.round(true_positive, 4).tolist(),
+            "roc_auc": metrics["roc_auc"],
+        },
+        every_score={
+            name: ranking_metrics(
+                label_quality(
+                    name,
+                    labels,
+                    issues["probabilities"],
+                    weights=issues["weights"],
+                    dynamics=dynamics,
+                ),
+                flipped,
+            )
+            for name in SCORES
+        },
+    )
     return summary
 
 

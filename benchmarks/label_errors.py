@@ -176,6 +176,8 @@ def evaluate_cell(run_dir, seed):
 
 def summarise(path):
     """The table of mean ± std over seeds, per dataset, noise and ranking."""
+    from clidmu_tf.label_issues import SCORES
+
     rows = {}
     with open(path, encoding="utf-8") as handle:
         for line in handle:
@@ -186,8 +188,9 @@ def summarise(path):
         "| dataset | noise | seeds | ranking | ROC AUC | precision at k | training s |",
         "|---|---|---|---|---|---|---|",
     ]
+    rows = dict(sorted(rows.items()))
     for (dataset, noise), results in rows.items():
-        for name in results[0]["rankings"]:
+        for name in [*SCORES, "cleanlab_cv_logistic"]:
             auc = [r["rankings"][name]["roc_auc"] for r in results]
             precision = [r["rankings"][name]["precision_at_noise_count"] for r in results]
             seconds = [

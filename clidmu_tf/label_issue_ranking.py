@@ -10,17 +10,18 @@ from clidmu_tf.validation import check_choice, check_positive_int
 # Each score is a label quality: higher means the given label is more likely right, the
 # convention of cleanlab's `get_label_quality_scores`.
 SCORES = {
+    "early_loss": "minus the given label's cross-entropy averaged over the first third of the "
+    "epochs, before wrong labels are memorised",
+    "mean_weight": "the meta-model's weight of the sample averaged over the epochs",
+    "margin": "the given label's logit minus the largest other logit, averaged over the "
+    "epochs (the area under the margin of Pleiss et al., 2020)",
     "ensemble": "the CLID snapshot ensemble's probability of the given label (cleanlab's "
     "self-confidence label quality on the ensemble's predicted probabilities)",
     "final_weight": "the final meta-model's weight of the sample (ranking ties broken by the "
     "ensemble's probability of the given label)",
-    "mean_weight": "the meta-model's weight of the sample averaged over the epochs",
-    "early_loss": "minus the given label's cross-entropy averaged over the first third of the "
-    "epochs, before wrong labels are memorised",
-    "margin": "the given label's logit minus the largest other logit, averaged over the "
-    "epochs (the area under the margin of Pleiss et al., 2020)",
 }
-DEFAULT_SCORE = "ensemble"
+# The best ranking measured in BENCHMARKS.md ("Finding wrong labels").
+DEFAULT_SCORE = "early_loss"
 # Scores read from the records of `TrainingDynamicsRecorder`, with the array each one needs.
 DYNAMICS_SCORES = {"mean_weight": "weight", "early_loss": "given_probability", "margin": "margin"}
 # Probabilities are clipped before taking logs, so that a certain wrong label has a finite loss.
@@ -30,14 +31,15 @@ MIN_PROBABILITY = 1e-12
 def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, batch_size=256):
     """Ranks training samples by how likely their given label is wrong, at no extra training.
 
-    Everything comes from what training already produced. The probabilities are the CLID
-    snapshot ensemble's (method section 6), the weights the meta-model's (Meta-Weight-Net's
-    weight, or the VRI rectifier's value at the label), the per-epoch signals those of
-    `TrainingDynamicsRecorder`. The probabilities are in-sample: the snapshot ensemble
-    averages epochs that CLID ranks best, which come before the model memorises the wrong
-    labels, so it still gives them a low probability. The suggested number of label issues
-    is cleanlab's confident-learning estimate (`cleanlab.count.num_label_issues`) on those
-    probabilities.
+    Everything comes from what training already produced: the per-epoch signals of
+    `TrainingDynamicsRecorder`, the CLID snapshot ensemble's probabilities (method section
+    6) and the meta-model's weights (Meta-Weight-Net's weight, or the VRI rectifier's value
+    at the label). Wrong labels are learnt late, so the default score, the given label's
+    loss over the first third of the epochs, separates them best (BENCHMARKS.md, "Finding
+    wrong labels"); the final weights and the ensemble, whose epochs CLID often picks after
+    the wrong labels were memorised, separate them less. The suggested number of label
+    issues is cleanlab's confident-learning estimate (`cleanlab.count.num_label_issues`) on
+    the class probabilities.
 
     Args:
         source: a run directory written by `clidmu-tf train` (its snapshot ensemble,
@@ -49,8 +51,9 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
             own training samples (its dataset, at the positions of `training_labels.npz`).
         y: the given (possibly wrong) labels, integers `[N]`; None with `x=None` for a run
             directory.
-        score: which ranking, one of `SCORES`: `"ensemble"` (default), `"final_weight"`,
-            `"mean_weight"`, `"early_loss"`, `"margin"`.
+        score: which ranking, one of `SCORES`: `"early_loss"` (default), `"mean_weight"`,
+            `"margin"` (these three read the training dynamics), `"ensemble"`,
+            `"final_weight"`.
         dynamics: with a model `source`, the records of `TrainingDynamicsRecorder` (its
             `dynamics()` dict, or the path of the `.npz` it wrote), needed by the scores
             `mean_weight`, `early_loss` and `margin`.

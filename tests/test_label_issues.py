@@ -86,7 +86,7 @@ def test_the_flipped_labels_of_a_model_that_knows_the_truth_come_first():
     flipped = np.zeros(len(true), dtype=bool)
     flipped[[2, 13, 25, 27]] = True
     given[flipped] = (true[flipped] + 1) % NUM_CLASSES
-    issues = label_issues(model, x, given)
+    issues = label_issues(model, x, given, score="ensemble")
     assert set(issues["ranking"][:4].tolist()) == {2, 13, 25, 27}
     assert issues["num_issues"] == 4
     assert issues["weights"] is None
@@ -106,9 +106,9 @@ def test_bad_arguments_are_refused_with_what_was_received(trained):
         label_issues(model, x, (y + 1) % NUM_CLASSES, score="margin",
                      dynamics=recorder.dynamics())
     with pytest.raises(ValueError, match="same length"):
-        label_issues(model, x[:10], y)
+        label_issues(model, x[:10], y, score="ensemble")
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
-        label_issues(model, x, y + NUM_CLASSES)
+        label_issues(model, x, y + NUM_CLASSES, score="ensemble")
     plain = keras.Sequential([keras.Input((8,)), keras.layers.Dense(NUM_CLASSES)])
     with pytest.raises(ValueError, match="final_weight"):
         label_issues(plain, x, y, score="final_weight")

@@ -176,7 +176,7 @@ def evaluate_cell(run_dir, seed):
 
 def summarise(path):
     """The table of mean ± std over seeds, per dataset, noise and ranking."""
-    from clidmu_tf.label_issues import SCORES
+    from clidmu_tf.label_issue_ranking import SCORES
 
     rows = {}
     with open(path, encoding="utf-8") as handle:

@@ -17,7 +17,7 @@ from clidmu_tf.cli.main import main
 from clidmu_tf.cli.run_directory import RunDirectory
 from clidmu_tf.cli.run_report import RunReport
 from clidmu_tf.cli.train import comparison_table
-from clidmu_tf.label_issues import DEFAULT_SCORE, SCORES
+from clidmu_tf.label_issue_ranking import DEFAULT_SCORE, SCORES
 
 TINY = [
     "--limit-train", "200",

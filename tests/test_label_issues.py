@@ -131,3 +131,13 @@ def test_ranking_metrics():
     assert scores["roc_auc"] == pytest.approx(0.5)
     assert scores["precision_at_noise_count"] == pytest.approx(0.5)
     assert ranking_metrics(quality, np.zeros(5, dtype=bool)) is None
+
+
+def test_a_resumed_recorder_starts_from_the_records_on_disk(trained):
+    _, x, y, recorder, path = trained
+    resumed = TrainingDynamicsRecorder(x, y, path=path, resume=True).dynamics()
+    for name, values in recorder.dynamics().items():
+        np.testing.assert_array_equal(resumed[name], values)
+    assert TrainingDynamicsRecorder(x, y, path=path).dynamics()["epochs"].tolist() == []
+    with pytest.raises(ValueError, match="other labels"):
+        TrainingDynamicsRecorder(x, (y + 1) % NUM_CLASSES, path=path, resume=True)

@@ -4,7 +4,7 @@ import sys
 
 from clidmu_tf.cli import cli_utils, training_job
 from clidmu_tf.cli.run_directory import RunDirectory
-from clidmu_tf.label_issues import DEFAULT_SCORE, SCORES
+from clidmu_tf.label_issue_ranking import DEFAULT_SCORE, SCORES
 
 
 def register_subparser(commands):
@@ -39,7 +39,7 @@ def register_subparser(commands):
 def run(args):
     """Ranks the run's training samples and writes them as CSV; returns the exit status."""
     from clidmu_tf.cli.label_errors import rank_label_errors, write_label_errors_csv
-    from clidmu_tf.label_issues import label_issues
+    from clidmu_tf.label_issue_ranking import label_issues
 
     run_directory = RunDirectory(args.run_dir)
     report = run_directory.report()

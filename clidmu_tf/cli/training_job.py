@@ -610,7 +610,7 @@ class TrainingJob:
 
     def _rank_label_errors(self):
         from clidmu_tf.cli.label_errors import rank_label_errors, write_label_errors_csv
-        from clidmu_tf.label_issues import label_issues
+        from clidmu_tf.label_issue_ranking import label_issues
 
         if self.ensemble is None or METHODS[self.config["method"]][1] == "none":
             return
@@ -746,7 +746,7 @@ class TrainingJob:
                 )
             )
         if flipped is not None and flipped.any():
-            from clidmu_tf.label_issues import ranking_metrics
+            from clidmu_tf.label_issue_ranking import ranking_metrics
 
             written.append(
                 plots.plot_weight_histograms(
@@ -765,7 +765,7 @@ def label_issue_summary(issues, flipped=None, dynamics=None):
     and the ROC AUC and precision of every other score (`inspect --score`)."""
     from sklearn.metrics import roc_curve
 
-    from clidmu_tf.label_issues import SCORES, label_quality, ranking_metrics
+    from clidmu_tf.label_issue_ranking import SCORES, label_quality, ranking_metrics
 
     summary = {
         "score": issues["score"],

@@ -62,6 +62,7 @@ setup(
         "tf2onnx>=1.17",
         "onnxruntime>=1.20",
         "scikit-learn>=1.4",
+        "cleanlab>=2.9,<3",
         "mlxtend>=0.23",
         "matplotlib>=3.8",
         "pillow>=10",

@@ -27,6 +27,7 @@ _NAMES = {
     "MetaWeightNet": "clidmu_tf.meta_models",
     "VRIRectifier": "clidmu_tf.meta_models",
     "clid_loss": "clidmu_tf.losses",
+    "label_issues": "clidmu_tf.label_issue_ranking",
     "paper_meta_optimizer": "clidmu_tf.models",
 }
 _SUBPACKAGES = (

@@ -1,6 +1,7 @@
 """Writing files so that a crash leaves either the old file or the new one, never half of one.
 
-Shared by the snapshot store (weights, manifest, CSV) and the run report.
+Shared by the snapshot store (weights, manifest, CSV), the training dynamics recorder and
+the run report.
 """
 
 import os
@@ -30,10 +31,15 @@ def sync_file(path):
 
 def write_text_atomically(path, text):
     """Writes `text` to `path` so that a crash leaves either the old or the new file."""
+    write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def write_bytes_atomically(path, data):
+    """Writes the bytes `data` to `path` so that a crash leaves either the old or the new file."""
     temporary = temporary_path(path)
     try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with open(temporary, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)

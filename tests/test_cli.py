@@ -17,6 +17,7 @@ from clidmu_tf.cli.main import main
 from clidmu_tf.cli.run_directory import RunDirectory
 from clidmu_tf.cli.run_report import RunReport
 from clidmu_tf.cli.train import comparison_table
+from clidmu_tf.label_issue_ranking import DEFAULT_SCORE, SCORES
 
 TINY = [
     "--limit-train", "200",
@@ -31,6 +32,7 @@ PLOTS = (
     "meta_weight_function.png",
     "sample_weight_histograms.png",
     "noise_transition_matrix.png",
+    "label_issues.png",
 )
 
 
@@ -172,7 +174,7 @@ def test_train_writes_a_complete_report(tiny_run):
     assert not os.path.exists(os.path.join(tiny_run, RunReport.PARTIAL_NAME))
     for key in (
         "config", "versions", "noise", "method", "baseline", "timings", "test_accuracy",
-        "ensemble_test_accuracy", "baseline_test_accuracy", "label_error_detection", "export",
+        "ensemble_test_accuracy", "baseline_test_accuracy", "label_issues", "export",
     ):  # fmt: skip
         assert key in report, key
     assert report["config"]["noise"] == "instance:0.4"
@@ -187,6 +189,17 @@ def test_train_writes_a_complete_report(tiny_run):
     assert len(report["ensemble"]["members"]) == 2
     assert {"train_method", "train_baseline", "export", "total"} <= set(report["timings"])
     assert report["export"]["verification"]["passed"]
+    issues = report["label_issues"]
+    assert issues["score"] == DEFAULT_SCORE and issues["num_samples"] == 200
+    assert 0 <= issues["suggested_num_issues"] <= 200
+    assert issues["num_flipped"] == report["noise"]["num_flipped"]
+    curve = issues["roc_curve"]
+    assert curve["false_positive_rate"][0] == 0.0 and curve["true_positive_rate"][-1] == 1.0
+    assert np.trapezoid(curve["true_positive_rate"], curve["false_positive_rate"]) == (
+        pytest.approx(issues["roc_auc"], abs=1e-3)
+    )
+    assert set(issues["every_score"]) == set(SCORES)
+    assert issues["every_score"][DEFAULT_SCORE]["roc_auc"] == issues["roc_auc"]
 
 
 def test_train_writes_plots_snapshots_logs_and_export(tiny_run):
@@ -209,30 +222,60 @@ def test_train_prints_the_comparison_table(tiny_run, capsys):
     assert "clid-wnet (epoch 2, last)" in table
     assert "CLID snapshot ensemble (top 2)" in table
     assert "ROC AUC" in table
+    every_score = table.split("ROC AUC of each inspect --score: ")[1]
+    assert all(f"{name} 0." in every_score or f"{name} 1." in every_score for name in SCORES)
 
 
-def test_inspect_ranks_the_least_trusted_samples_as_csv(tiny_run, capsys, tmp_path):
-    status, out, _ = run_cli(capsys, "inspect", tiny_run, "--top", "7")
+def test_inspect_ranks_the_likely_wrong_labels_as_csv(tiny_run, capsys, tmp_path):
+    status, out, err = run_cli(capsys, "inspect", tiny_run, "--top", "7")
     assert status == 0
     rows = list(csv.DictReader(io.StringIO(out)))
     assert len(rows) == 7
     assert list(rows[0]) == [
         "rank", "index", "weight", "given_label", "predicted_label", "confidence",
-        "given_name", "predicted_name", "true_label", "label_is_wrong",
+        "label_quality", "given_name", "predicted_name", "true_label", "label_is_wrong",
     ]  # fmt: skip
-    weights = [float(row["weight"]) for row in rows]
-    assert weights == sorted(weights)
+    qualities = [float(row["label_quality"]) for row in rows]
+    assert qualities == sorted(qualities)
     assert [int(row["rank"]) for row in rows] == list(range(1, 8))
     labels = RunDirectory(tiny_run).training_labels()
     first = rows[0]
     position = list(labels["indices"]).index(int(first["index"]))
     assert int(first["given_label"]) == labels["given"][position]
     assert int(first["true_label"]) == labels["true"][position]
+    assert float(first["weight"]) == pytest.approx(labels["weights"][position], rel=1e-4)
+    suggested = RunReport.load(tiny_run)["label_issues"]["suggested_num_issues"]
+    assert f"cleanlab estimates that {suggested} of the 200" in err
 
     output = tmp_path / "all.csv"
     assert main(["inspect", tiny_run, "--all", "--output", str(output)]) == 0
     with open(output, newline="") as handle:
         assert len(list(csv.DictReader(handle))) == len(labels["indices"])
+
+
+@pytest.mark.parametrize("score", ["final_weight", "ensemble"])
+def test_inspect_ranks_by_the_chosen_score_as_the_library_does(tiny_run, capsys, score):
+    from clidmu_tf import label_issues
+
+    status, out, _ = run_cli(capsys, "inspect", tiny_run, "--score", score, "--all")
+    assert status == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    issues = label_issues(tiny_run, score=score)
+    indices = RunDirectory(tiny_run).training_labels()["indices"]
+    assert [int(row["index"]) for row in rows] == indices[issues["ranking"]].tolist()
+    np.testing.assert_allclose(
+        [float(row["label_quality"]) for row in rows],
+        issues["quality"][issues["ranking"]],
+        rtol=1e-5,
+    )
+    if score == "final_weight":
+        assert [row["weight"] for row in rows] == [row["label_quality"] for row in rows]
+
+
+def test_inspect_refuses_an_unknown_score(tiny_run, capsys):
+    status, _, err = run_cli(capsys, "inspect", tiny_run, "--score", "loss")
+    assert status == cli_utils.EXIT_USAGE
+    assert "ensemble" in err and "early_loss" in err
 
 
 def test_predict_on_a_numpy_file(tiny_run, capsys, tmp_path):

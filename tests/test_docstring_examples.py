@@ -18,6 +18,8 @@ MODULES = [
     "clidmu_tf.meta_models.meta_weight_net",
     "clidmu_tf.meta_models.vri_rectifier",
     "clidmu_tf.models.clidmu_model",
+    "clidmu_tf.callbacks.training_dynamics_recorder",
+    "clidmu_tf.label_issue_ranking",
 ]
 
 

@@ -1,9 +1,10 @@
-"""`clidmu-tf inspect`: the training samples the meta-model trusts least, as CSV."""
+"""`clidmu-tf inspect`: the training samples whose labels are most likely wrong, as CSV."""
 
 import sys
 
 from clidmu_tf.cli import cli_utils, training_job
 from clidmu_tf.cli.run_directory import RunDirectory
+from clidmu_tf.label_issue_ranking import DEFAULT_SCORE, SCORES
 
 
 def register_subparser(commands):
@@ -11,14 +12,23 @@ def register_subparser(commands):
     inspect = commands.add_parser(
         "inspect",
         allow_abbrev=False,
-        help="the training samples the meta-model trusts least (likely label errors)",
-        description="Rank a run's training samples by the meta-model's trust in their label "
-        "(model.per_sample_weights), least trusted first, as CSV: rank, index (position in the "
-        "dataset's training split), weight, given label, the model's prediction and confidence, "
-        "and, when the noise was injected, the true label.",
+        help="the training samples whose labels are most likely wrong (label issues)",
+        description="Rank a run's training samples by how likely their given label is wrong, "
+        "from what training recorded (no extra training; clidmu_tf.label_issues), most "
+        "suspicious first, as CSV: rank, index (position in the dataset's training split), "
+        "the final meta-model's weight, given label, the snapshot ensemble's prediction and "
+        "confidence, label_quality (the --score, lower meaning more likely wrong) and, when "
+        "the noise was injected, the true label. cleanlab's estimate of how many labels are "
+        "wrong, a suggested cut-off, is printed to stderr.",
     )
     inspect.set_defaults(handler=run, parser=inspect)
     inspect.add_argument("run_dir", metavar="RUN_DIR")
+    inspect.add_argument(
+        "--score", choices=list(SCORES), default=DEFAULT_SCORE,
+        help=f"what ranks the samples (default {DEFAULT_SCORE}): "
+        + "; ".join(f"{name}: {text}" for name, text in SCORES.items())
+        + ". See BENCHMARKS.md, 'Finding wrong labels'.",
+    )
     inspect.add_argument("--top", type=cli_utils.positive_int, metavar="N", default=50,
                          help="how many samples to list (default 50).")
     inspect.add_argument("--all", action="store_true", help="list every training sample.")
@@ -28,11 +38,8 @@ def register_subparser(commands):
 
 def run(args):
     """Ranks the run's training samples and writes them as CSV; returns the exit status."""
-    from clidmu_tf.cli.label_errors import (
-        rank_label_errors,
-        score_samples,
-        write_label_errors_csv,
-    )
+    from clidmu_tf.cli.label_errors import rank_label_errors, write_label_errors_csv
+    from clidmu_tf.label_issue_ranking import label_issues
 
     run_directory = RunDirectory(args.run_dir)
     report = run_directory.report()
@@ -44,14 +51,11 @@ def run(args):
             f"({', '.join(m for m in sorted(training_job.METHODS) if m != 'ce')})."
         )
     labels = run_directory.training_labels()
-    dataset = run_directory.load_dataset()
-    model = run_directory.load_model("final")
-    x = dataset.inputs(labels["indices"])
-    weights, probabilities = score_samples(model, x, labels["given"])
+    x = run_directory.load_dataset().inputs(labels["indices"])
+    issues = label_issues(args.run_dir, x, labels["given"], score=args.score)
     noise_known = report.get("noise", {}).get("kind") not in (None, "none")
     rows = rank_label_errors(
-        weights,
-        probabilities,
+        issues,
         labels["given"],
         indices=labels["indices"],
         true=labels["true"] if noise_known else None,
@@ -59,4 +63,9 @@ def run(args):
         top=None if args.all else args.top,
     )
     write_label_errors_csv(args.output or sys.stdout, rows)
+    print(
+        f"cleanlab estimates that {issues['num_issues']} of the {len(labels['given'])} training "
+        f"labels are wrong: a suggested cut-off of this ranking (--top {issues['num_issues']}).",
+        file=sys.stderr,
+    )
     return 0

@@ -182,3 +182,61 @@ def plot_transition_matrix(path, *, transition, class_names=None, title=None):
     axis.set_ylabel("true label i")
     axis.set_title(title or "Empirical noise transition matrix P(noisy = j | true = i)")
     return _save(figure, path)
+
+
+def plot_label_issues(path, *, quality, score, num_issues, flipped=None, roc_curve=None):
+    """The training labels ranked by a score, the suggested cut-off and, with known flips,
+    the share of flipped labels among the first k and the score's ROC curve.
+
+    Args:
+        path: where to write the PNG.
+        quality: `[N]` label quality of the chosen score (lower: label more likely wrong).
+        score: the score's name, for the legends.
+        num_issues: the suggested number of wrong labels (cleanlab's estimate).
+        flipped: bool `[N]`, True where the label is known to be wrong, or None.
+        roc_curve: with `flipped`, a dict with `false_positive_rate`, `true_positive_rate`
+            and `roc_auc` (the report's), drawn in a second panel.
+
+    Returns:
+        `path`.
+    """
+    quality = np.asarray(quality, dtype=float)
+    order = np.argsort(quality, kind="stable")
+    known = flipped is not None and roc_curve is not None
+    figure = _new_figure(12.0 if known else 6.5, 4.8)
+    ranking_axis = figure.add_subplot(1, 2 if known else 1, 1)
+    ranks = np.arange(1, len(quality) + 1)
+    ranking_axis.plot(ranks, quality[order], color="black", linewidth=1,
+                      label=f"label quality ({score})")
+    ranking_axis.axvline(num_issues, color="tab:orange", linestyle="--",
+                         label=f"suggested: {num_issues} wrong labels (cleanlab)")
+    ranking_axis.set_xlabel("rank k (1: the label most likely wrong)")
+    ranking_axis.set_ylabel(f"label quality ({score})")
+    ranking_axis.set_title("Training labels ranked by how likely they are wrong")
+    ranking_axis.grid(alpha=0.3)
+    if not known:
+        ranking_axis.legend(fontsize="small", loc="lower right")
+        return _save(figure, path)
+    flipped = np.asarray(flipped, dtype=bool)
+    ranking_axis.axvline(int(flipped.sum()), color=FLIPPED_COLOR, linestyle=":",
+                         label=f"flipped by the noise: {int(flipped.sum())}")
+    ranking_axis.legend(fontsize="small", loc="lower right")
+    share_axis = ranking_axis.twinx()
+    share_axis.plot(ranks, np.cumsum(flipped[order]) / ranks, color=FLIPPED_COLOR, linewidth=1)
+    share_axis.set_ylabel("share of flipped labels among the first k", color=FLIPPED_COLOR)
+    share_axis.tick_params(axis="y", labelcolor=FLIPPED_COLOR)
+    share_axis.set_ylim(0.0, 1.05)
+    roc_axis = figure.add_subplot(1, 2, 2)
+    roc_axis.plot(roc_curve["false_positive_rate"], roc_curve["true_positive_rate"],
+                  color=FLIPPED_COLOR, label=f"{score} (ROC AUC {roc_curve['roc_auc']:.3f})")
+    roc_axis.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
+    flagged = np.zeros(len(quality), dtype=bool)
+    flagged[order[:num_issues]] = True
+    roc_axis.scatter([flagged[~flipped].mean()], [flagged[flipped].mean()], color="tab:orange",
+                     zorder=3, label=f"the suggested {num_issues} flagged")
+    roc_axis.set_xlabel("false positive rate (correct labels flagged)")
+    roc_axis.set_ylabel("true positive rate (flipped labels flagged)")
+    roc_axis.set_title("Finding the flipped labels")
+    roc_axis.legend(fontsize="small", loc="lower right")
+    roc_axis.grid(alpha=0.3)
+    return _save(figure, path)

@@ -24,6 +24,8 @@ class RunDirectory:
     - `plots/`: the PNG figures.
     - `training_labels.npz`: which samples were trained on, with their given (noisy) and
       true labels and the meta-model's per-sample weights.
+    - `training_dynamics.npz`: per epoch and training sample, the given label's probability
+      and margin and the meta-model's weight (`TrainingDynamicsRecorder`).
     - `label_errors.csv`: the training samples the meta-model trusts least.
     - `.resume/`: while a run is going, what `train --resume` continues from (Keras
       `BackupAndRestore` backups of the model being trained, and the finished CLID-MU model
@@ -53,6 +55,7 @@ class RunDirectory:
     PLOTS = "plots"
     TRAINING_LABELS = "training_labels.npz"
     LABEL_ERRORS = "label_errors.csv"
+    TRAINING_DYNAMICS = "training_dynamics.npz"
     RESUME = ".resume"
     REPLACED = ".replaced-run"
     LOCK = ".clidmu-tf.lock"
@@ -68,6 +71,7 @@ class RunDirectory:
         PLOTS,
         TRAINING_LABELS,
         LABEL_ERRORS,
+        TRAINING_DYNAMICS,
         RESUME,
     )
 

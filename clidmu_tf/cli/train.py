@@ -179,14 +179,27 @@ def comparison_table(report, run_dir):
     members = len(ensemble.get("members", []))
     row(f"{config['method']} CLID snapshot ensemble (top {members})",
         report.get("ensemble_test_accuracy"))
-    detection = report.get("label_error_detection")
+    issues = report.get("label_issues")
     lines.append("-" * 60)
-    if detection:
+    if issues:
         lines.append(
-            f"Finding the flipped labels by low meta-model weight: ROC AUC "
-            f"{detection['roc_auc']:.3f}, precision {detection['precision_at_noise_count']:.3f} "
-            f"among the {noise.get('num_flipped')} least trusted."
+            f"Label issues ranked by {issues['score']} (clidmu-tf inspect): cleanlab suggests "
+            f"{issues['suggested_num_issues']} of the {issues['num_samples']} labels are wrong."
         )
+        if "roc_auc" in issues:
+            lines.append(
+                f"Finding the {issues['num_flipped']} flipped labels: ROC AUC "
+                f"{issues['roc_auc']:.3f}, precision {issues['precision_at_noise_count']:.3f} "
+                f"among the {issues['num_flipped']} ranked first."
+            )
+            lines.append(
+                "ROC AUC of each inspect --score: "
+                + ", ".join(
+                    f"{name} {scores['roc_auc']:.3f}"
+                    for name, scores in issues["every_score"].items()
+                )
+                + "."
+            )
     timings = report.get("timings", {})
     lines.append(
         f"Status: {report['status']}, {timings.get('total', 0.0):.0f} s. Run directory: {run_dir}"

@@ -151,7 +151,8 @@ class TrainingJob:
     Stages: load the data and inject the noise; train the chosen method with the CLID
     snapshot callback and TensorBoard logs; train the cross-entropy baseline from the same
     initial weights on the same labels; evaluate the final model and the snapshot ensemble
-    on the test split; rank the training samples the meta-model trusts least; export the
+    on the test split; rank the training labels by how likely they are wrong
+    (`clidmu_tf.label_issues`, the ranking `inspect` gives by default); export the
     ensemble to SavedModel and ONNX (verified); draw the plots; write `report.json`.
 
     The job holds the run directory's lock from start to end (a second job on the same
@@ -211,8 +212,9 @@ class TrainingJob:
         self.baseline = None
         self.ensemble = None
         self.ensemble_members = []
+        self.dynamics = None
         self.weights = None
-        self.sample_losses = None
+        self.label_issues = None
 
     @property
     def trains_baseline(self):
@@ -377,6 +379,15 @@ class TrainingJob:
         # Built here, before anything is written, so that their errors leave no run behind.
         self.model = self._compiled_model(METHODS[config["method"]][1], data)
         self.snapshots = self._snapshot_callback()
+        # What each epoch made of each training label: the signals `inspect` ranks by.
+        from clidmu_tf.callbacks import TrainingDynamicsRecorder
+
+        self.dynamics = TrainingDynamicsRecorder(
+            self.data.train_inputs(),
+            self.data.train_noisy_labels,
+            path=self.run_directory.join(RunDirectory.TRAINING_DYNAMICS),
+            resume=self.resume,
+        )
 
     def _record_data(self):
         data = self.data
@@ -531,7 +542,7 @@ class TrainingJob:
             f"{self.model.backbone.count_params():,} parameters) for {config['epochs']} epochs ..."
         )
         with self.report.timed("train_method"):
-            self._fit(self.model, self.data, "method", [self.snapshots])
+            self._fit(self.model, self.data, "method", [self.snapshots, self.dynamics])
         self.model.save(finished)
         self.report["method"]["trained"] = True
         self.report.save()
@@ -594,24 +605,21 @@ class TrainingJob:
         return {name: float(value) for name, value in scores.items()}
 
     def _rank_label_errors(self):
-        from clidmu_tf.cli.label_errors import (
-            detection_scores,
-            rank_label_errors,
-            score_samples,
-            write_label_errors_csv,
-        )
+        from clidmu_tf.cli.label_errors import rank_label_errors, write_label_errors_csv
+        from clidmu_tf.label_issue_ranking import label_issues
 
-        if self.model is None or METHODS[self.config["method"]][1] == "none":
+        if self.ensemble is None or METHODS[self.config["method"]][1] == "none":
             return
         data = self.data
         with self.report.timed("rank_label_errors"):
-            self.train_inputs = data.train_inputs()
-            self.weights, probabilities = score_samples(
-                self.model, self.train_inputs, data.train_noisy_labels
+            # The ranking `inspect` gives by default, from the run's saved files.
+            issues = label_issues(
+                self.run_directory.path, data.train_inputs(), data.train_noisy_labels
             )
+            self.label_issues = issues
+            self.weights = issues["weights"]
             rows = rank_label_errors(
-                self.weights,
-                probabilities,
+                issues,
                 data.train_noisy_labels,
                 indices=data.train_indices,
                 true=data.train_clean_labels if self.noise_injected else None,
@@ -619,18 +627,17 @@ class TrainingJob:
                 top=LABEL_ERRORS_KEPT,
             )
             write_label_errors_csv(self.run_directory.join(RunDirectory.LABEL_ERRORS), rows)
-            given_probability = probabilities[
-                np.arange(len(data.train_noisy_labels)), data.train_noisy_labels
-            ]
-            self.sample_losses = -np.log(np.maximum(given_probability, 1e-12))
             self.run_directory.save_training_labels(
                 indices=data.train_indices,
                 given=data.train_noisy_labels,
                 true=data.train_clean_labels,
                 weights=self.weights,
             )
-            if self.noise_injected:
-                self.report["label_error_detection"] = detection_scores(self.weights, data.flipped)
+            self.report["label_issues"] = label_issue_summary(
+                issues,
+                data.flipped if self.noise_injected else None,
+                dynamics=self.dynamics.dynamics(),
+            )
         self.report.save()
 
     def _export(self):
@@ -685,6 +692,18 @@ class TrainingJob:
                 )
             if self.weights is not None:
                 written += self._plot_weights(plots)
+            if self.label_issues is not None:
+                summary = self.report["label_issues"]
+                written.append(
+                    plots.plot_label_issues(
+                        os.path.join(self.run_directory.plots, "label_issues.png"),
+                        quality=self.label_issues["quality"],
+                        score=summary["score"],
+                        num_issues=summary["suggested_num_issues"],
+                        flipped=self.data.flipped if self.noise_injected else None,
+                        roc_curve=summary.get("roc_curve"),
+                    )
+                )
             if self.noise_injected:
                 path = os.path.join(self.run_directory.plots, "noise_transition_matrix.png")
                 written.append(
@@ -707,7 +726,10 @@ class TrainingJob:
         written = []
         flipped = self.data.flipped if self.noise_injected else None
         if isinstance(self.model.meta_model, MetaWeightNet):
-            upper = max(float(np.quantile(self.sample_losses, 0.995)), 1.0)
+            # The final model's loss of each training label, the last epoch's record.
+            given_probability = self.dynamics.dynamics()["given_probability"][-1]
+            sample_losses = -np.log(np.maximum(given_probability, 1e-12))
+            upper = max(float(np.quantile(sample_losses, 0.995)), 1.0)
             grid = np.linspace(0.0, upper, 200, dtype=np.float32)
             curve = np.asarray(self.model.meta_model(grid[:, None]))[:, 0]
             written.append(
@@ -715,21 +737,65 @@ class TrainingJob:
                     os.path.join(self.run_directory.plots, "meta_weight_function.png"),
                     losses=grid,
                     weights=curve,
-                    sample_losses=self.sample_losses,
+                    sample_losses=sample_losses,
                     flipped=flipped,
                 )
             )
         if flipped is not None and flipped.any():
-            detection = self.report.get("label_error_detection") or {}
+            from clidmu_tf.label_issue_ranking import ranking_metrics
+
             written.append(
                 plots.plot_weight_histograms(
                     os.path.join(self.run_directory.plots, "sample_weight_histograms.png"),
                     weights=self.weights,
                     flipped=flipped,
-                    auc=detection.get("roc_auc"),
+                    auc=ranking_metrics(self.weights, flipped)["roc_auc"],
                 )
             )
         return written
+
+
+def label_issue_summary(issues, flipped=None, dynamics=None):
+    """The report's `label_issues` entry: the score, cleanlab's suggested number of wrong
+    labels and, when the flips are known, the ranking's ROC AUC, precision and ROC curve,
+    and the ROC AUC and precision of every other score (`inspect --score`)."""
+    from sklearn.metrics import roc_curve
+
+    from clidmu_tf.label_issue_ranking import SCORES, label_quality, ranking_metrics
+
+    summary = {
+        "score": issues["score"],
+        "num_samples": int(len(issues["quality"])),
+        "suggested_num_issues": issues["num_issues"],
+    }
+    metrics = None if flipped is None else ranking_metrics(issues["quality"], flipped)
+    if metrics is None:
+        return summary
+    false_positive, true_positive, _ = roc_curve(flipped, -issues["quality"])
+    labels = dynamics["given_label"]
+    summary.update(
+        num_flipped=int(np.sum(flipped)),
+        **metrics,
+        roc_curve={
+            "false_positive_rate": np.round(false_positive, 4).tolist(),
+            "true_positive_rate": np.round(true_positive, 4).tolist(),
+            "roc_auc": metrics["roc_auc"],
+        },
+        every_score={
+            name: ranking_metrics(
+                label_quality(
+                    name,
+                    labels,
+                    issues["probabilities"],
+                    weights=issues["weights"],
+                    dynamics=dynamics,
+                ),
+                flipped,
+            )
+            for name in SCORES
+        },
+    )
+    return summary
 
 
 def _backed_up_epochs(backup):

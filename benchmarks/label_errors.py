@@ -1,0 +1,261 @@
+"""Finding wrong labels: rankings from what CLID-MU training recorded, against cleanlab.
+
+For each dataset, noise kind and seed, the script trains CLID-MU once the way `clidmu-tf
+train` does (its `TrainingJob` with the defaults, without the baseline and the export,
+which the rankings do not use) and ranks the training samples by each score of
+`clidmu_tf.label_issue_ranking.SCORES`, all read from that one training:
+
+- `final_weight`: the final meta-model's weight (what `inspect` ranked by before);
+- `ensemble`: cleanlab's self-confidence quality on the CLID snapshot ensemble's
+  in-sample probabilities;
+- `mean_weight`, `early_loss`, `margin`: the meta-model's weight averaged over the epochs,
+  the given label's loss over the first third of the epochs, the area under the margin.
+
+It compares them with cleanlab's recommended use: out-of-sample probabilities from 5-fold
+cross-validation (`sklearn.model_selection.cross_val_predict`) of a logistic regression on
+the flattened inputs, scored by `cleanlab.rank.get_label_quality_scores`; the cost of those
+5 fits is timed. Every ranking is scored against the injected flips with the ROC AUC
+(`sklearn.metrics.roc_auc_score`) and the precision among the k lowest, k the true number of
+flips. cleanlab's estimate of that number (`cleanlab.count.num_label_issues`) is recorded
+for both sets of probabilities.
+
+Each cell's result is appended to `--output` (JSON lines) as soon as it is done, and the
+run directories are kept under `--work-dir`, so a restarted run skips finished cells and
+finished trainings. Timings are wall-clock seconds on whatever machine runs it.
+
+Usage (what BENCHMARKS.md reports; digits first, then mnist_5k):
+
+    TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 nice -n 10 \\
+        python benchmarks/label_errors.py --datasets digits mnist_5k \\
+        --output label_errors.jsonl --work-dir runs/label_errors
+
+    python benchmarks/label_errors.py --summary --output label_errors.jsonl
+
+`--quick` runs one tiny cell (digits, 100 samples, an MLP, 1 epoch) as a smoke test.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+NOISE_KINDS = ("symmetric", "instance", "asymmetric")
+DATASETS = ("digits", "mnist_5k")
+CROSS_VALIDATION_FOLDS = 5
+# What the quick smoke run trains: enough for every score to exist, no more.
+QUICK_CONFIG = {"limit_train": 100, "epochs": 1, "top_k": 1, "backbone": "mlp"}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["digits"], choices=DATASETS)
+    parser.add_argument("--noise", nargs="+", default=list(NOISE_KINDS), choices=NOISE_KINDS)
+    parser.add_argument("--rate", type=float, default=0.4)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--output", default="label_errors.jsonl",
+                        help="JSON lines, one per cell, appended as cells finish.")
+    parser.add_argument("--work-dir", default="runs/label_errors",
+                        help="where the cells' run directories are kept (for resuming).")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: one tiny digits cell, 1 epoch.")
+    parser.add_argument("--summary", action="store_true",
+                        help="only print the table of --output (mean ± std over seeds).")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.datasets, args.noise, args.seeds = ["digits"], ["symmetric"], [0]
+    return args
+
+
+def cells(args):
+    return [
+        (dataset, kind, seed)
+        for dataset in args.datasets
+        for seed in args.seeds
+        for kind in args.noise
+    ]
+
+
+def cell_key(dataset, kind, rate, seed, quick):
+    return f"{dataset}-{kind}-{rate}-seed{seed}" + ("-quick" if quick else "")
+
+
+def finished_keys(path):
+    if not os.path.isfile(path):
+        return set()
+    with open(path, encoding="utf-8") as handle:
+        return {json.loads(line)["cell"] for line in handle if line.strip()}
+
+
+def train(run_dir, dataset, kind, rate, seed, quick):
+    """Trains the cell's CLID-MU run, unless a completed one is already in `run_dir`."""
+    from clidmu_tf.cli.run_report import RunReport
+    from clidmu_tf.cli.training_job import TrainingJob
+
+    report_path = os.path.join(run_dir, RunReport.FINAL_NAME)
+    if os.path.isfile(report_path):
+        with open(report_path, encoding="utf-8") as handle:
+            if json.load(handle)["status"] == "completed":
+                return False
+    config = {
+        "dataset": dataset,
+        "noise": f"{kind}:{rate}",
+        "seed": seed,
+        "baseline": "none",
+        "export_formats": [],
+        # digits has no class map of its own; its classes are the digits, so MNIST's applies.
+        "class_map": "mnist" if kind == "asymmetric" else None,
+        **(QUICK_CONFIG if quick else {}),
+    }
+    TrainingJob(config, run_dir, overwrite=True, verbose=0).run()
+    return True
+
+
+def cross_validated_cleanlab(x, given, seed):
+    """cleanlab's quality on 5-fold cross-validated logistic regression, and its cost."""
+    from cleanlab.count import num_label_issues
+    from cleanlab.rank import get_label_quality_scores
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    flat = x.reshape(len(x), -1)
+    start = time.perf_counter()
+    probabilities = cross_val_predict(
+        LogisticRegression(max_iter=1000),
+        flat,
+        given,
+        cv=StratifiedKFold(CROSS_VALIDATION_FOLDS, shuffle=True, random_state=seed),
+        method="predict_proba",
+    )
+    seconds = time.perf_counter() - start
+    return (
+        get_label_quality_scores(given, probabilities),
+        int(num_label_issues(given, probabilities)),
+        seconds,
+    )
+
+
+def evaluate_cell(run_dir, seed):
+    """Every ranking of one trained cell, scored against the known flips."""
+    from clidmu_tf.callbacks import load_dynamics
+    from clidmu_tf.cli.run_directory import RunDirectory
+    from clidmu_tf.label_issue_ranking import SCORES, label_issues, label_quality, ranking_metrics
+
+    run = RunDirectory(run_dir)
+    labels = run.training_labels()
+    given, flipped = labels["given"], labels["given"] != labels["true"]
+    x = run.load_dataset().inputs(labels["indices"])
+    issues = label_issues(run_dir, x, given)
+    dynamics = load_dynamics(run.join(RunDirectory.TRAINING_DYNAMICS))
+    rankings = {}
+    for score in SCORES:
+        quality = label_quality(
+            score, given, issues["probabilities"], weights=issues["weights"], dynamics=dynamics
+        )
+        rankings[score] = ranking_metrics(quality, flipped)
+    cv_quality, cv_issues, cv_seconds = cross_validated_cleanlab(x, given, seed)
+    rankings["cleanlab_cv_logistic"] = ranking_metrics(cv_quality, flipped)
+    report = run.report()
+    return {
+        "num_train": int(len(given)),
+        "num_flipped": int(flipped.sum()),
+        "suggested_num_issues": {"ensemble": issues["num_issues"], "cleanlab_cv_logistic": cv_issues},
+        "rankings": rankings,
+        "seconds": {
+            "clidmu_training": report["timings"].get("train_method"),
+            "cleanlab_cv_logistic": round(cv_seconds, 2),
+        },
+        "ensemble_test_accuracy": report.get("ensemble_test_accuracy"),
+        "epochs": report["config"]["epochs"],
+    }
+
+
+def summarise(path):
+    """The table of mean ± std over seeds, per dataset, noise and ranking."""
+    from clidmu_tf.label_issue_ranking import SCORES
+
+    rows = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                result = json.loads(line)
+                rows.setdefault((result["dataset"], result["noise"]), []).append(result)
+    lines = [
+        "| dataset | noise | seeds | ranking | ROC AUC | precision at k | training s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows = dict(sorted(rows.items()))
+    for (dataset, noise), results in rows.items():
+        for name in [*SCORES, "cleanlab_cv_logistic"]:
+            auc = [r["rankings"][name]["roc_auc"] for r in results]
+            precision = [r["rankings"][name]["precision_at_noise_count"] for r in results]
+            seconds = [
+                r["seconds"]["cleanlab_cv_logistic" if name.startswith("cleanlab") else
+                             "clidmu_training"]
+                for r in results
+            ]
+            lines.append(
+                f"| {dataset} | {noise} | {len(results)} | {name} | {_mean_std(auc, 3)} | "
+                f"{_mean_std(precision, 3)} | {_mean_std(seconds, 0)} |"
+            )
+    counts = [
+        f"| {dataset} | {noise} | {_mean_std([r['num_flipped'] for r in results], 0)} | "
+        f"{_mean_std([r['suggested_num_issues']['ensemble'] for r in results], 0)} | "
+        f"{_mean_std([r['suggested_num_issues']['cleanlab_cv_logistic'] for r in results], 0)} |"
+        for (dataset, noise), results in rows.items()
+    ]
+    lines += [
+        "",
+        "| dataset | noise | flipped labels | suggested (ensemble) | suggested (CV logistic) |",
+        "|---|---|---|---|---|",
+        *counts,
+    ]
+    return "\n".join(lines)
+
+
+def _mean_std(values, digits):
+    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.summary:
+        print(summarise(args.output))
+        return 0
+    todo = cells(args)
+    done = finished_keys(args.output)
+    for number, (dataset, kind, seed) in enumerate(todo, start=1):
+        key = cell_key(dataset, kind, args.rate, seed, args.quick)
+        if key in done:
+            print(f"[{number}/{len(todo)}] {key}: already in {args.output}", flush=True)
+            continue
+        start = time.perf_counter()
+        run_dir = os.path.join(args.work_dir, key)
+        trained = train(run_dir, dataset, kind, args.rate, seed, args.quick)
+        result = {
+            "cell": key,
+            "dataset": dataset,
+            "noise": f"{kind}:{args.rate}",
+            "seed": seed,
+            **evaluate_cell(run_dir, seed),
+        }
+        with open(args.output, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(result) + "\n")
+        aucs = ", ".join(
+            f"{name} {scores['roc_auc']:.3f}" for name, scores in result["rankings"].items()
+        )
+        action = "trained and scored" if trained else "scored (run reused)"
+        print(
+            f"[{number}/{len(todo)}] {key}: {action} in {time.perf_counter() - start:.0f} s; "
+            f"ROC AUC {aucs}",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""Ranking training samples by how likely their given label is wrong, from what training
+already produced: the CLID snapshot ensemble, the meta-model and the training dynamics."""
+
+import os
+
+import numpy as np
+
+from clidmu_tf.validation import check_choice, check_positive_int
+
+# Each score is a label quality: higher means the given label is more likely right, the
+# convention of cleanlab's `get_label_quality_scores`.
+SCORES = {
+    "early_loss": "minus the given label's cross-entropy averaged over the first third of the "
+    "epochs, before wrong labels are memorised",
+    "mean_weight": "the meta-model's weight of the sample averaged over the epochs",
+    "margin": "the given label's logit minus the largest other logit, averaged over the "
+    "epochs (the area under the margin of Pleiss et al., 2020)",
+    "ensemble": "the CLID snapshot ensemble's probability of the given label (cleanlab's "
+    "self-confidence label quality on the ensemble's predicted probabilities)",
+    "final_weight": "the final meta-model's weight of the sample (ranking ties broken by the "
+    "ensemble's probability of the given label)",
+}
+# The best ranking measured in BENCHMARKS.md ("Finding wrong labels").
+DEFAULT_SCORE = "early_loss"
+# Scores read from the records of `TrainingDynamicsRecorder`, with the array each one needs.
+DYNAMICS_SCORES = {"mean_weight": "weight", "early_loss": "given_probability", "margin": "margin"}
+# Probabilities are clipped before taking logs, so that a certain wrong label has a finite loss.
+MIN_PROBABILITY = 1e-12
+
+
+def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, batch_size=256):
+    """Ranks training samples by how likely their given label is wrong, at no extra training.
+
+    Everything comes from what training already produced: the per-epoch signals of
+    `TrainingDynamicsRecorder`, the CLID snapshot ensemble's probabilities (method section
+    6) and the meta-model's weights (Meta-Weight-Net's weight, or the VRI rectifier's value
+    at the label). Wrong labels are learnt late, so the default score, the given label's
+    loss over the first third of the epochs, separates them best (BENCHMARKS.md, "Finding
+    wrong labels"); the final weights and the ensemble, whose epochs CLID often picks after
+    the wrong labels were memorised, separate them less. The suggested number of label
+    issues is cleanlab's confident-learning estimate (`cleanlab.count.num_label_issues`) on
+    the class probabilities.
+
+    Args:
+        source: a run directory written by `clidmu-tf train` (its snapshot ensemble,
+            `model.keras` and `training_dynamics.npz` are read), or a Keras model whose
+            output is the logits `[N, C]`: a `CLIDMUModel` (its final weights and
+            probabilities), or the ensemble of `load_snapshot_ensemble`.
+        x: the training inputs `[N, ...]`, float32 as the model reads them, in the order
+            the training dynamics were recorded. For a run directory, None reads the run's
+            own training samples (its dataset, at the positions of `training_labels.npz`).
+        y: the given (possibly wrong) labels, integers `[N]`; None with `x=None` for a run
+            directory.
+        score: which ranking, one of `SCORES`: `"early_loss"` (default), `"mean_weight"`,
+            `"margin"` (these three read the training dynamics), `"ensemble"`,
+            `"final_weight"`.
+        dynamics: with a model `source`, the records of `TrainingDynamicsRecorder` (its
+            `dynamics()` dict, or the path of the `.npz` it wrote), needed by the scores
+            `mean_weight`, `early_loss` and `margin`.
+        batch_size: positive int, the batch size of the passes over `x`.
+
+    Returns:
+        A dict:
+        - `"ranking"`: int64 `[N]`, positions in `x`, the most likely wrong label first
+          (ascending quality, ties broken by the probability of the given label);
+        - `"quality"`: float64 `[N]`, the chosen score (higher: label more likely right);
+        - `"score"`: the score's name;
+        - `"num_issues"`: int, cleanlab's estimate of how many labels are wrong, a
+          suggested cut-off of the ranking;
+        - `"probabilities"`: float64 `[N, C]`, the class probabilities (the ensemble's for
+          a run directory, else the model's);
+        - `"weights"`: float32 `[N]`, the final meta-model's weights, or None when the model
+          has no trained meta-model (or, for a run directory, `score` does not need them).
+
+    Raises:
+        ValueError: for an unknown `score`; `x` and `y` of different lengths or not
+            matching the recorded dynamics; labels outside the model's classes; a score
+            that needs a meta-model or training dynamics the source does not have.
+        FileNotFoundError: for a run directory without the files the score needs.
+        ImportError: if cleanlab is not installed.
+
+    Example:
+
+    >>> issues = label_issues("runs/demo")  # doctest: +SKIP
+    >>> issues["ranking"][: issues["num_issues"]]  # doctest: +SKIP
+    array([ 812,   31, 1022, ...])
+
+    Reference:
+        Northcutt et al., "Confident Learning: Estimating Uncertainty in Dataset Labels",
+        JAIR 2021 (cleanlab); Hu et al., "CLID-MU", KDD 2025.
+    """
+    check_choice("score", score, SCORES)
+    check_positive_int("batch_size", batch_size)
+    cleanlab_count = _import_cleanlab()
+    if isinstance(source, (str, os.PathLike)):
+        x, y, models, dynamics = _read_run(source, x, y, score, dynamics)
+    else:
+        models = {"probabilities": source, "weights": source}
+    y = _check_labels(x, y)
+    if score in DYNAMICS_SCORES:
+        dynamics = _check_dynamics(dynamics, y, score)
+    probabilities = class_probabilities(models["probabilities"], x, batch_size)
+    if probabilities.shape[1] <= y.max():
+        raise ValueError(
+            f"The labels `y` must be class ids in [0, {probabilities.shape[1]}), the model's "
+            f"classes. Received: labels up to {y.max()}"
+        )
+    weights = None
+    weighting_model = models.get("weights")
+    if weighting_model is not None and getattr(weighting_model, "meta_objective", "none") != "none":
+        weights = weighting_model.per_sample_weights(x, y, batch_size=batch_size)
+    if score == "final_weight" and weights is None:
+        raise ValueError(
+            "Received score='final_weight', which needs a CLIDMUModel with a trained "
+            "meta-model. Received: a source without one; choose another `score`."
+        )
+    quality = label_quality(score, y, probabilities, weights=weights, dynamics=dynamics)
+    given_probability = probabilities[np.arange(len(y)), y]
+    return {
+        "ranking": np.lexsort((given_probability, quality)).astype("int64"),
+        "quality": quality,
+        "score": score,
+        "num_issues": int(cleanlab_count.num_label_issues(y, probabilities)),
+        "probabilities": probabilities,
+        "weights": weights,
+    }
+
+
+def label_quality(score, y, probabilities, *, weights=None, dynamics=None):
+    """One score's label quality per sample, from signals already computed.
+
+    Args:
+        score: a name of `SCORES`.
+        y: the given labels, int `[N]`.
+        probabilities: float `[N, C]`, the class probabilities (of the snapshot ensemble).
+        weights: float `[N]`, the final meta-model's weights (for `"final_weight"`).
+        dynamics: the records of `TrainingDynamicsRecorder` (for the scores of
+            `DYNAMICS_SCORES`).
+
+    Returns:
+        float64 `[N]`; higher means the given label is more likely right.
+
+    Example:
+
+    >>> label_quality("ensemble", np.array([0, 1]), np.array([[0.9, 0.1], [0.8, 0.2]]))
+    array([0.9, 0.2])
+    """
+    if score == "ensemble":
+        from cleanlab.rank import get_label_quality_scores
+
+        return get_label_quality_scores(y, probabilities, method="self_confidence").astype(
+            "float64"
+        )
+    if score == "final_weight":
+        return np.asarray(weights, dtype=np.float64)
+    if score == "mean_weight":
+        return dynamics["weight"].astype(np.float64).mean(axis=0)
+    if score == "early_loss":
+        early = dynamics["given_probability"][: early_epochs(len(dynamics["epochs"]))]
+        return np.log(np.maximum(early.astype(np.float64), MIN_PROBABILITY)).mean(axis=0)
+    return dynamics["margin"].astype(np.float64).mean(axis=0)
+
+
+def early_epochs(num_epochs):
+    """How many of the first epochs `"early_loss"` averages: a third, at least one."""
+    return max(1, num_epochs // 3)
+
+
+def class_probabilities(model, x, batch_size=256):
+    """The softmax of a model's logits, float64 `[N, C]`."""
+    logits = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def ranking_metrics(quality, flipped):
+    """How well a label quality finds the wrong labels, when they are known.
+
+    Args:
+        quality: float `[N]`, higher meaning the label is more likely right.
+        flipped: bool `[N]`, True where the given label is wrong.
+
+    Returns:
+        A dict with `roc_auc` (of `-quality` as a score for "wrong"; 0.5 is chance, from
+        `sklearn.metrics.roc_auc_score`) and `precision_at_noise_count` (the share of wrong
+        labels among the `k` lowest qualities, `k` the number of wrong labels), or None when
+        all or no labels are wrong.
+
+    Example:
+
+    >>> ranking_metrics(np.array([0.1, 0.9, 0.2, 0.8]), np.array([True, False, False, False]))
+    {'roc_auc': 1.0, 'precision_at_noise_count': 1.0}
+    """
+    from sklearn.metrics import roc_auc_score
+
+    flipped = np.asarray(flipped, dtype=bool)
+    count = int(flipped.sum())
+    if count == 0 or count == len(flipped):
+        return None
+    quality = np.asarray(quality, dtype=np.float64)
+    lowest = np.argsort(quality, kind="stable")[:count]
+    return {
+        "roc_auc": float(roc_auc_score(flipped, -quality)),
+        "precision_at_noise_count": float(flipped[lowest].mean()),
+    }
+
+
+def _import_cleanlab():
+    try:
+        import cleanlab.count
+    except ImportError as error:
+        raise ImportError(
+            "clidmu_tf.label_issues needs cleanlab, which could not be imported "
+            f"({error}). Install it with `pip install cleanlab`."
+        ) from error
+    return cleanlab.count
+
+
+def _read_run(run_dir, x, y, score, dynamics):
+    """The inputs, labels, models and dynamics of a `clidmu-tf train` run directory."""
+    from clidmu_tf.cli.run_directory import RunDirectory
+
+    run = RunDirectory(run_dir)
+    if not run.is_run:
+        raise FileNotFoundError(
+            f"{os.fspath(run_dir)!r} is not a clidmu-tf run directory (no report.json)."
+        )
+    if (x is None) != (y is None):
+        raise ValueError(
+            "Pass both `x` and `y`, or neither to use the run's own training samples. "
+            f"Received: x={'None' if x is None else 'an array'}, "
+            f"y={'None' if y is None else 'an array'}"
+        )
+    if x is None:
+        labels = run.training_labels()
+        x, y = run.load_dataset().inputs(labels["indices"]), labels["given"]
+    models = {"probabilities": run.load_model("ensemble"), "weights": run.load_model("final")}
+    if score in DYNAMICS_SCORES and dynamics is None:
+        dynamics = run.join(RunDirectory.TRAINING_DYNAMICS)
+    return x, y, models, dynamics
+
+
+def _check_labels(x, y):
+    if x is None or y is None:
+        raise ValueError(
+            "With a model as `source`, pass the training inputs `x` and their labels `y`. "
+            f"Received: x={'None' if x is None else 'an array'}, "
+            f"y={'None' if y is None else 'an array'}"
+        )
+    labels = np.asarray(y)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or labels.size == 0:
+        raise ValueError(
+            "Received an invalid value for `y`, expected a non-empty 1-D array of integer "
+            f"class ids. Received: y with shape {labels.shape} and dtype {labels.dtype}"
+        )
+    if len(x) != len(labels):
+        raise ValueError(
+            f"`x` and `y` must have the same length. Received: len(x)={len(x)}, "
+            f"len(y)={len(labels)}"
+        )
+    if labels.min() < 0:
+        raise ValueError(f"The labels `y` must be class ids >= 0. Received: min(y)={labels.min()}")
+    return labels.astype("int64")
+
+
+def _check_dynamics(dynamics, y, score):
+    from clidmu_tf.callbacks import load_dynamics
+
+    if dynamics is None:
+        raise ValueError(
+            f"Received score={score!r}, which reads the training dynamics: pass `dynamics` "
+            "(the records of TrainingDynamicsRecorder). Received: dynamics=None"
+        )
+    if isinstance(dynamics, (str, os.PathLike)):
+        dynamics = load_dynamics(dynamics)
+    needed = DYNAMICS_SCORES[score]
+    if needed not in dynamics or len(dynamics["epochs"]) == 0:
+        raise ValueError(
+            f"Received score={score!r}, which needs the recorded {needed!r} of at least one "
+            f"epoch. Received: dynamics with {sorted(dynamics)} over "
+            f"{len(dynamics.get('epochs', []))} epochs"
+        )
+    recorded = dynamics["given_label"]
+    if len(recorded) != len(y) or np.any(recorded != y):
+        raise ValueError(
+            "The training dynamics were recorded for other samples or labels than `x` and "
+            f"`y`: pass the samples in the order they were trained on. Received: "
+            f"{len(y)} labels for dynamics of {len(recorded)} samples"
+        )
+    return dynamics

@@ -1,0 +1,44 @@
+"""The label-error benchmark's smoke mode: one tiny cell, written at once and resumed."""
+
+import importlib.util
+import json
+import pathlib
+
+SCRIPT = pathlib.Path(__file__).parents[1] / "benchmarks" / "label_errors.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("label_errors_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_writes_one_cell_and_resumes(tmp_path, capsys):
+    benchmark = _load_script()
+    output, work = tmp_path / "results.jsonl", tmp_path / "runs"
+    argv = ["--quick", "--output", str(output), "--work-dir", str(work)]
+    assert benchmark.main(argv) == 0
+    [line] = output.read_text().splitlines()
+    result = json.loads(line)
+    assert result["cell"] == "digits-symmetric-0.4-seed0-quick"
+    assert set(result["rankings"]) == {
+        "ensemble", "final_weight", "mean_weight", "early_loss", "margin",
+        "cleanlab_cv_logistic",
+    }  # fmt: skip
+    assert all(0.0 <= scores["roc_auc"] <= 1.0 for scores in result["rankings"].values())
+    assert result["num_flipped"] > 0 and result["seconds"]["cleanlab_cv_logistic"] > 0
+    assert "[1/1]" in capsys.readouterr().out
+
+    # A finished cell is skipped; a cell whose run was kept is scored again without training.
+    assert benchmark.main(argv) == 0
+    assert "already in" in capsys.readouterr().out
+    assert len(output.read_text().splitlines()) == 1
+    output.unlink()
+    assert benchmark.main(argv) == 0
+    assert "run reused" in capsys.readouterr().out
+    assert json.loads(output.read_text())["rankings"] == result["rankings"]
+
+    benchmark.main(["--summary", "--output", str(output)])
+    table = capsys.readouterr().out
+    assert "| digits | symmetric:0.4 | 1 | ensemble |" in table

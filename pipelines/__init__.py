@@ -3,7 +3,8 @@
 - Noise: `corrupt_labels` (every standard recipe), `transition_matrix`, `noise_report`,
   `NoiseReport`, and `apply_label_noise` for a `tf.data` pipeline.
 - Data: `load_dataset` (names in `list_datasets()`; `digits` and `mnist_5k` work offline),
-  `load_image_folder`, `from_arrays`, `read_human_labels`, all giving `InMemoryDataset`s.
+  `load_image_folder`, `from_arrays`, `read_human_labels`, all giving `InMemoryDataset`s;
+  `load_unlabeled_images` for the unlabelled images of semi-supervised training.
 - Streams: `make_training_data` returns a `TrainingData` whose `.train` goes to `fit`.
 - Augmentation: `Augmentation` (flip, padded crop, RandAugment, cutout) inside `tf.data`.
 """
@@ -13,6 +14,7 @@ from clidmu_tf.pipelines.datasets import from_arrays
 from clidmu_tf.pipelines.datasets import list_datasets
 from clidmu_tf.pipelines.datasets import load_dataset
 from clidmu_tf.pipelines.datasets import load_image_folder
+from clidmu_tf.pipelines.datasets import load_unlabeled_images
 from clidmu_tf.pipelines.in_memory_dataset import InMemoryDataset
 from clidmu_tf.pipelines.noise import NOISE_KINDS
 from clidmu_tf.pipelines.noise import corrupt_labels
@@ -39,6 +41,7 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "load_image_folder",
+    "load_unlabeled_images",
     "make_training_data",
     "noise_report",
     "read_human_labels",

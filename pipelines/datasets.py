@@ -236,6 +236,66 @@ def load_image_folder(
     )
 
 
+def load_unlabeled_images(directory, *, image_size, channels):
+    """Reads every image under `directory` (sub-folders too, their names unused) as pixels.
+
+    For the unlabelled samples of semi-supervised training: they are brought to the
+    labelled images' size and colour so that both feed one model.
+
+    Args:
+        directory: path of a folder holding images (any depth).
+        image_size: `(height, width)` every image is resized to.
+        channels: 1 (grayscale) or 3 (RGB).
+
+    Returns:
+        A uint8 array `[U, height, width, channels]`, in sorted path order.
+
+    Raises:
+        ValueError: for a missing folder, a folder without images, an unreadable image, or
+            `channels` other than 1 and 3.
+
+    Example:
+
+    >>> x = load_unlabeled_images("unlabeled/", image_size=(32, 32), channels=3)  # doctest: +SKIP
+    """
+    from PIL import Image
+
+    if channels not in (1, 3):
+        raise invalid_value("channels", "1 or 3", channels)
+    image_size = _check_image_size(image_size)
+    paths = list_image_files(directory, name="directory")
+    images = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                images.append(np.asarray(image.convert("L" if channels == 1 else "RGB")))
+        except OSError as error:
+            raise ValueError(f"Could not read the image {str(path)!r}: {error}") from error
+    return _stack_images(images, image_size)
+
+
+def list_image_files(directory, *, name):
+    """The image files under `directory`, at any depth, in sorted order.
+
+    Raises:
+        ValueError: naming the argument `name` when `directory` is not a folder or holds
+            no image.
+    """
+    root = pathlib.Path(directory)
+    if not root.is_dir():
+        raise invalid_value(name, "an existing folder of images", str(directory))
+    paths = sorted(
+        path for path in root.rglob("*") if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    if not paths:
+        raise ValueError(
+            f"Received an invalid value for `{name}`, expected a folder holding images "
+            f"({', '.join(IMAGE_EXTENSIONS)}). Received: {name}={str(directory)!r}, which holds "
+            "none"
+        )
+    return paths
+
+
 def from_arrays(
     x,
     y,

@@ -31,6 +31,7 @@ def make_training_data(
     meta_batch_size=None,
     eval_batch_size=None,
     labeled_fraction=None,
+    unlabeled_inputs=None,
     train_size=None,
     augment="auto",
     augment_meta=True,
@@ -55,8 +56,10 @@ def make_training_data(
 
     Semi-supervised mode (`labeled_fraction`): a stratified `labeled_fraction` of the
     training set keeps its (noisy) labels and forms the training stream; the unlabeled
-    rest feeds the meta set. It applies to `"clid"` and `"none"`, the objectives that read
-    no meta labels.
+    rest feeds the meta set. `unlabeled_inputs`, samples that never had labels (for example
+    a folder of unlabelled images), join the meta set's candidates the same way. Both apply
+    to `"clid"` and `"none"`, the objectives that read no meta labels. With either, the
+    meta set is drawn from the unlabelled samples only.
 
     The training stream is shuffled (reshuffled each epoch, reproducibly from `seed`),
     augmented per batch, batched and prefetched; the meta stream is shuffled, repeated and
@@ -83,7 +86,10 @@ def make_training_data(
         batch_size: int, the training batch size (the paper: 100).
         meta_batch_size: int, default `min(batch_size, meta_size)`.
         eval_batch_size: int, default `batch_size`.
-        labeled_fraction: float in (0, 1) for semi-supervised mode, else None.
+        labeled_fraction: float in (0, 1] for semi-supervised mode (1 keeps every label),
+            else None.
+        unlabeled_inputs: None, or an array `[U, *input_shape]` of unlabelled samples, of the
+            dataset's dtype (uint8 pixels for image data), for the meta set.
         train_size: int, train on a seeded stratified subset of this many training samples
             (small-scale studies); None keeps all.
         augment: `"auto"` (the dataset's recipe: flip and crop for CIFAR, none for digits),
@@ -120,18 +126,20 @@ def make_training_data(
     ):
         if value is not None:
             check_positive_int(name, value)
-    if labeled_fraction is not None:
-        if (
-            isinstance(labeled_fraction, bool)
-            or not isinstance(labeled_fraction, numbers.Real)
-            or not 0 < labeled_fraction < 1
-        ):
-            raise invalid_value("labeled_fraction", "a float in (0, 1) or None", labeled_fraction)
-        if meta_objective not in ("clid", "none"):
+    if labeled_fraction is not None and (
+        isinstance(labeled_fraction, bool)
+        or not isinstance(labeled_fraction, numbers.Real)
+        or not 0 < labeled_fraction <= 1
+    ):
+        raise invalid_value("labeled_fraction", "a float in (0, 1] or None", labeled_fraction)
+    if labeled_fraction == 1:
+        labeled_fraction = None
+    for name, value in (("labeled_fraction", labeled_fraction), ("unlabeled_inputs", unlabeled_inputs)):
+        if value is not None and meta_objective not in ("clid", "none"):
             raise ValueError(
                 "Semi-supervised mode feeds the meta set from unlabeled samples, so it needs a "
                 "meta objective that reads no labels: 'clid' or 'none'. Received: "
-                f"meta_objective={meta_objective!r} with labeled_fraction={labeled_fraction}"
+                f"meta_objective={meta_objective!r} with {name} given"
             )
     if not isinstance(augment_meta, bool):
         raise invalid_value("augment_meta", "a bool", augment_meta)
@@ -149,6 +157,8 @@ def make_training_data(
         )
     augmentation = _resolve_augmentation(augment, data)
     augmentation.check_input_shape(data.input_shape)
+    if unlabeled_inputs is not None:
+        unlabeled_inputs = _check_unlabeled_inputs(unlabeled_inputs, data)
     split_seed, train_seed, meta_seed = (
         int(state) for state in np.random.SeedSequence(seed).generate_state(3)
     )
@@ -175,6 +185,7 @@ def make_training_data(
         meta_objective=meta_objective,
         meta_size=meta_size,
         labeled_fraction=labeled_fraction,
+        num_unlabeled=0 if unlabeled_inputs is None else len(unlabeled_inputs),
         seed=split_seed,
     )
     meta_size = len(meta_indices)
@@ -193,7 +204,9 @@ def make_training_data(
         expected_transition=expected,
     )
 
-    images = tf.constant(data.x_train)
+    # Positions from len(x_train) on are the unlabelled inputs; only the meta stream reads them.
+    stored = data.x_train if unlabeled_inputs is None else np.concatenate([data.x_train, unlabeled_inputs])
+    images = tf.constant(stored)
     noisy_tensor = tf.constant(noisy)
     train = _batches(
         images,
@@ -205,6 +218,9 @@ def make_training_data(
         augmentation=augmentation,
     )
     meta_labels = {"ce_clean": clean, "ce_noisy": noisy, "mae_noisy": noisy}.get(meta_objective)
+    meta_inputs = (stored[meta_indices].astype(np.float32) * np.float32(data.pixel_scale)).astype(
+        np.float32
+    )
     if meta_objective != "none":
         meta = _batches(
             images,
@@ -227,7 +243,7 @@ def make_training_data(
     return TrainingData(
         train=train.prefetch(tf.data.AUTOTUNE),
         evaluation=evaluation.prefetch(tf.data.AUTOTUNE),
-        meta_inputs=data.inputs(meta_indices),
+        meta_inputs=meta_inputs,
         meta_labels=None if meta_labels is None else meta_labels[meta_indices],
         noise_report=report,
         num_classes=data.num_classes,
@@ -365,14 +381,22 @@ def apply_label_noise(
     return positioned.map(lambda position, element: relabel(position, element)), report
 
 
-def _split_meta(pool, *, clean, noisy, meta_objective, meta_size, labeled_fraction, seed):
-    """Returns `(train_indices, meta_indices)`, positions in the training arrays."""
+def _split_meta(
+    pool, *, clean, noisy, meta_objective, meta_size, labeled_fraction, num_unlabeled, seed
+):
+    """Returns `(train_indices, meta_indices)`, positions in the training arrays.
+
+    Positions from `len(clean)` on stand for the `num_unlabeled` unlabelled inputs.
+    """
     rng = np.random.default_rng(seed)
+    extra = np.arange(len(clean), len(clean) + num_unlabeled)
     if labeled_fraction is not None:
         labeled, unlabeled = stratified_split(
             clean[pool], size=max(1, round(labeled_fraction * len(pool))), seed=seed
         )
-        train, candidates = pool[labeled], pool[unlabeled]
+        train, candidates = pool[labeled], np.concatenate([pool[unlabeled], extra])
+    elif num_unlabeled:
+        train, candidates = pool, extra
     else:
         train, candidates = pool, pool
     removes = meta_objective in ("ce_clean", "ce_noisy", "mae_noisy")
@@ -388,6 +412,24 @@ def _split_meta(pool, *, clean, noisy, meta_objective, meta_size, labeled_fracti
     strata = clean if meta_objective == "ce_clean" else noisy
     meta, kept = stratified_split(strata[pool], size=meta_size, seed=seed, balanced=True)
     return pool[kept], pool[meta]
+
+
+def _check_unlabeled_inputs(unlabeled_inputs, data):
+    """The unlabelled inputs as an array shaped and typed like the dataset's training inputs."""
+    array = np.asarray(unlabeled_inputs)
+    if array.ndim < 2 or not len(array) or array.shape[1:] != data.input_shape:
+        raise ValueError(
+            "Received an invalid value for `unlabeled_inputs`, expected a non-empty array of "
+            f"shape [U, {', '.join(map(str, data.input_shape))}] like the dataset's inputs. "
+            f"Received: unlabeled_inputs of shape {array.shape}"
+        )
+    if array.dtype != data.x_train.dtype:
+        raise ValueError(
+            "Received an invalid value for `unlabeled_inputs`, expected the dataset's dtype "
+            f"{data.x_train.dtype} (they are scaled the same way). Received: unlabeled_inputs "
+            f"of dtype {array.dtype}"
+        )
+    return array
 
 
 def _batches(

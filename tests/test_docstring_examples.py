@@ -17,6 +17,7 @@ MODULES = [
     "clidmu_tf.meta_models.meta_weight_net",
     "clidmu_tf.meta_models.vri_rectifier",
     "clidmu_tf.models.clidmu_model",
+    "clidmu_tf.cli.cluster",
 ]
 
 

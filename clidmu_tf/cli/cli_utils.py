@@ -83,6 +83,16 @@ def fraction(text):
     return value
 
 
+def labeled_fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1]. Received: {text!r}")
+    return value
+
+
 def image_size(text):
     height, _, width = text.lower().partition("x")
     try:
@@ -155,14 +165,34 @@ def add_data_arguments(parser):
         help="train on a stratified subset of N training samples (quick runs and smoke tests).",
     )
     parser.add_argument(
+        "--labeled-fraction", type=labeled_fraction, metavar="F",
+        help="semi-supervised: a stratified fraction F in (0, 1] of the training set keeps its "
+        "(noisy) labels; the rest is unlabelled and feeds CLID's meta set (default: every label "
+        "is kept).",
+    )
+    parser.add_argument(
+        "--unlabeled-dir", metavar="DIR",
+        help="semi-supervised: a folder of unlabelled images (sub-folders too) that join CLID's "
+        "meta set, resized to the training images' size and colour.",
+    )
+    parser.add_argument(
         "--seed", type=non_negative_int, metavar="N", default=defaults["seed"],
         help=f"seeds the noise, the splits, the shuffling and the weights (default "
         f"{defaults['seed']}).",
     )
 
 
-def check_data_arguments(args):
-    """Checks `--noise`, `--class-map` and `--dataset`; returns the noise's (kind, rate)."""
+def check_data_arguments(args, method=None):
+    """Checks `--noise`, `--class-map`, `--dataset` and the semi-supervised options.
+
+    Args:
+        args: the parsed arguments of `train` or `tune`.
+        method: the `--method`, whose meta objective must read no labels when part of the
+            data is unlabelled.
+
+    Returns:
+        The noise's `(kind, rate)`.
+    """
     from clidmu_tf.cli.data_sources import check_dataset_argument
 
     try:
@@ -170,9 +200,28 @@ def check_data_arguments(args):
         check_dataset_argument(args.dataset, args.data_dir)
     except ValueError as error:
         fail_usage(args, str(error))
+    if args.unlabeled_dir is not None:
+        from clidmu_tf.pipelines.datasets import list_image_files
+
+        try:
+            list_image_files(args.unlabeled_dir, name="--unlabeled-dir")
+        except ValueError as error:
+            fail_usage(args, str(error))
     if args.class_map is not None and kind != "asymmetric":
         fail_usage(
             args,
             f"--class-map applies to asymmetric noise only. Received: --noise={args.noise!r}",
         )
+    semi_supervised = args.unlabeled_dir is not None or args.labeled_fraction not in (None, 1.0)
+    if semi_supervised and method is not None:
+        meta_objective = training_job.METHODS[method][1]
+        if meta_objective not in ("clid", "none"):
+            usable = sorted(name for name, (_, objective) in training_job.METHODS.items()
+                            if objective in ("clid", "none"))  # fmt: skip
+            fail_usage(
+                args,
+                "--labeled-fraction and --unlabeled-dir feed the meta set with unlabelled "
+                f"samples, so the method's meta objective must read no labels: one of {usable}. "
+                f"Received: --method={method}",
+            )
     return kind, rate

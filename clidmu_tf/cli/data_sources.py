@@ -92,6 +92,35 @@ def load_source_dataset(dataset, *, data_dir=None, image_size=None, label_file=N
     return _load_npz(dataset, image_size=image_size)
 
 
+def load_unlabeled_like(dataset, directory, dataset_argument):
+    """The images of `--unlabeled-dir` at the size and colour of `dataset`'s images.
+
+    Args:
+        dataset: the loaded `InMemoryDataset` of `--dataset`.
+        directory: the `--unlabeled-dir` folder.
+        dataset_argument: the `--dataset` value, for the error message.
+
+    Returns:
+        A uint8 array `[U, height, width, channels]`.
+
+    Raises:
+        ValueError: when `dataset` is not images (uint8, grayscale or RGB), or as
+            `load_unlabeled_images` raises.
+    """
+    import numpy as np
+
+    from clidmu_tf.pipelines import load_unlabeled_images
+
+    shape = dataset.input_shape
+    if dataset.x_train.dtype != np.uint8 or len(shape) != 3 or shape[-1] not in (1, 3):
+        raise ValueError(
+            "--unlabeled-dir adds images, so the dataset must be images (uint8 pixels, "
+            f"grayscale or RGB). Received: --dataset={dataset_argument!r} with inputs of shape "
+            f"{shape} and dtype {dataset.x_train.dtype}"
+        )
+    return load_unlabeled_images(directory, image_size=shape[:2], channels=shape[-1])
+
+
 def _load_npz(path, *, image_size):
     import numpy as np
 

@@ -1,8 +1,9 @@
 """`clidmu-tf train`: train CLID-MU and a baseline, keep the snapshot ensemble, export it."""
 
-import os
+import shutil
+import tempfile
 
-from clidmu_tf.cli import cli_utils, training_job
+from clidmu_tf.cli import cli_utils, cluster, training_job
 from clidmu_tf.cli.cli_utils import positive_float, positive_int
 from clidmu_tf.cli.run_directory import RunDirectory
 
@@ -98,18 +99,18 @@ def register_subparser(commands):
 
 def run(args):
     """Checks the arguments, trains, and prints the comparison; returns the exit status."""
-    cli_utils.check_data_arguments(args)
-    try:
-        RunDirectory(args.out).check_writable(args.overwrite)
-    except ValueError as error:
-        cli_utils.fail_usage(args, str(error))
-    if args.distribute == "multiworker" and not os.environ.get("TF_CONFIG"):
-        cli_utils.fail_usage(
-            args,
-            "--distribute multiworker needs the TF_CONFIG environment variable on every worker, "
-            'e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-            '"task": {"type": "worker", "index": 0}}\'',
-        )
+    cli_utils.check_data_arguments(args, method=args.method)
+    chief = True
+    if args.distribute == "multiworker":
+        try:
+            chief = cluster.is_chief(cluster.read_tf_config())
+        except ValueError as error:
+            cli_utils.fail_usage(args, str(error))
+    if chief:
+        try:
+            RunDirectory(args.out).check_writable(args.overwrite)
+        except ValueError as error:
+            cli_utils.fail_usage(args, str(error))
     if args.distribute != "none" and args.meta_every != 1:
         cli_utils.fail_usage(
             args,
@@ -117,9 +118,27 @@ def run(args):
             f"update cannot synchronise replicas). Received: --meta-every={args.meta_every}",
         )
     config = {key: getattr(args, key) for key in training_job.DEFAULTS}
+    if not chief:
+        return _run_as_worker(config, args)
     job = training_job.TrainingJob(config, args.out, overwrite=args.overwrite, verbose=args.verbose)
     status = job.run()
     print(comparison_table(job.report.data, args.out))
+    return cli_utils.EXIT_INTERRUPTED if status == "interrupted" else 0
+
+
+def _run_as_worker(config, args):
+    """A worker other than the chief: the same job, written to a temporary folder then removed.
+
+    Every worker runs every stage, since each step, evaluation and prediction is a collective
+    operation; only the chief's run directory is kept (Keras's multi-worker saving rule).
+    """
+    scratch = tempfile.mkdtemp(prefix="clidmu-tf-worker-")
+    try:
+        job = training_job.TrainingJob(config, scratch, verbose=args.verbose)
+        status = job.run()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"Status: {status}. This worker is not the chief: the chief writes {args.out}.")
     return cli_utils.EXIT_INTERRUPTED if status == "interrupted" else 0
 
 

@@ -57,6 +57,8 @@ DEFAULTS = {
     "jit": False,
     "export_formats": list(EXPORT_FORMATS),
     "limit_train": None,
+    "labeled_fraction": None,
+    "unlabeled_dir": None,
 }
 # The classifier optimiser's other settings, the library's defaults (momentum 0.9 and the
 # Keras equivalent of the paper's coupled weight decay).
@@ -120,6 +122,13 @@ def make_strategy(name):
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def count_workers(strategy):
+    """How many machines (processes) train together under `strategy`."""
+    if strategy.num_replicas_in_sync == 1:
+        return 1
+    return strategy.num_replicas_in_sync // len(strategy.extended.worker_devices)
 
 
 def build_backbone(name, input_shape, num_classes):
@@ -234,6 +243,7 @@ class TrainingJob:
             if status == "completed" and self.config["export_formats"]:
                 self._export()
             self._plot()
+            self._wait_for_other_workers()
         except KeyboardInterrupt:
             self.report.finish("interrupted")
             return "interrupted"
@@ -250,10 +260,23 @@ class TrainingJob:
         self.report.finish(status)
         return status
 
+    def _wait_for_other_workers(self):
+        """Returns once every worker has reached it (a no-op on one machine).
+
+        The chief hosts the cluster's coordination service: a worker still running when the
+        chief exits, or the chief while a worker exits, logs the other as failed.
+        """
+        import tensorflow as tf
+
+        if count_workers(self.strategy) > 1:
+            self.strategy.reduce(
+                "SUM", self.strategy.run(lambda: tf.constant(1.0)), axis=None
+            )
+
     # Stages.
 
     def _prepare(self):
-        from clidmu_tf.cli.data_sources import load_source_dataset
+        from clidmu_tf.cli.data_sources import load_source_dataset, load_unlabeled_like
         from clidmu_tf.pipelines import make_training_data
 
         config = self.config
@@ -262,6 +285,7 @@ class TrainingJob:
         self.report["distribution"] = {
             "strategy": type(self.strategy).__name__,
             "replicas": self.strategy.num_replicas_in_sync,
+            "workers": count_workers(self.strategy),
         }
         self._say(f"Loading {config['dataset']} and injecting noise {config['noise']} ...")
         with self.report.timed("load_data"):
@@ -271,6 +295,11 @@ class TrainingJob:
                 image_size=config["image_size"],
                 label_file=config["label_file"],
             )
+            unlabeled = (
+                None
+                if config["unlabeled_dir"] is None
+                else load_unlabeled_like(dataset, config["unlabeled_dir"], config["dataset"])
+            )
             options = {
                 "noise": self.noise_kind,
                 "noise_rate": self.noise_rate,
@@ -279,6 +308,8 @@ class TrainingJob:
                 "batch_size": config["batch_size"],
                 "meta_batch_size": config["meta_batch_size"],
                 "train_size": config["limit_train"],
+                "labeled_fraction": config["labeled_fraction"],
+                "unlabeled_inputs": unlabeled,
                 "augment": None if config["augment"] == "none" else config["augment"],
                 "seed": config["seed"],
             }
@@ -300,6 +331,8 @@ class TrainingJob:
             "class_names": self.class_names,
             "input_dtype": str(dataset.x_train.dtype),
             "pixel_scale": dataset.pixel_scale,
+            "labeled_fraction": config["labeled_fraction"],
+            "unlabeled_images": 0 if unlabeled is None else len(unlabeled),
         }
         self.report["noise"] = data.noise_report.to_dict()
         self.report["method"] = {"name": self.config["method"], "epochs": []}

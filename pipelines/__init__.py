@@ -4,7 +4,8 @@
   `NoiseReport`, and `apply_label_noise` for a `tf.data` pipeline.
 - Data: `load_dataset` (names in `list_datasets()`; `digits` and `mnist_5k` work offline),
   `load_image_folder`, `from_arrays`, `read_human_labels`, all giving `InMemoryDataset`s;
-  `load_unlabeled_images` for the unlabelled images of semi-supervised training.
+  `load_unlabeled_images` for the unlabelled images of semi-supervised training;
+  `stream_image_folder` gives a `StreamedDataset`, read from disk inside the streams.
 - Streams: `make_training_data` returns a `TrainingData` whose `.train` goes to `fit`.
 - Augmentation: `Augmentation` (flip, padded crop, RandAugment, cutout) inside `tf.data`.
 """
@@ -15,6 +16,7 @@ from clidmu_tf.pipelines.datasets import list_datasets
 from clidmu_tf.pipelines.datasets import load_dataset
 from clidmu_tf.pipelines.datasets import load_image_folder
 from clidmu_tf.pipelines.datasets import load_unlabeled_images
+from clidmu_tf.pipelines.datasets import stream_image_folder
 from clidmu_tf.pipelines.in_memory_dataset import InMemoryDataset
 from clidmu_tf.pipelines.noise import NOISE_KINDS
 from clidmu_tf.pipelines.noise import corrupt_labels
@@ -24,6 +26,7 @@ from clidmu_tf.pipelines.noise_report import NoiseReport
 from clidmu_tf.pipelines.splits import stratified_split
 from clidmu_tf.pipelines.streams import META_OBJECTIVES
 from clidmu_tf.pipelines.streams import apply_label_noise
+from clidmu_tf.pipelines.streamed_dataset import StreamedDataset
 from clidmu_tf.pipelines.streams import make_training_data
 from clidmu_tf.pipelines.tfds_datasets import read_human_labels
 from clidmu_tf.pipelines.training_data import TrainingData
@@ -34,6 +37,7 @@ __all__ = [
     "Augmentation",
     "InMemoryDataset",
     "NoiseReport",
+    "StreamedDataset",
     "TrainingData",
     "apply_label_noise",
     "corrupt_labels",
@@ -46,5 +50,6 @@ __all__ = [
     "noise_report",
     "read_human_labels",
     "stratified_split",
+    "stream_image_folder",
     "transition_matrix",
 ]

@@ -10,6 +10,7 @@ from clidmu_tf.pipelines.datasets import load_dataset
 from clidmu_tf.pipelines.in_memory_dataset import InMemoryDataset
 from clidmu_tf.pipelines.noise import NOISE_KINDS, check_labels, corrupt_labels, noise_report
 from clidmu_tf.pipelines.splits import stratified_split
+from clidmu_tf.pipelines.streamed_dataset import StreamedDataset
 from clidmu_tf.pipelines.training_data import TrainingData
 from clidmu_tf.validation import check_choice, check_positive_int, invalid_value
 
@@ -69,7 +70,9 @@ def make_training_data(
     Args:
         dataset: a name for `load_dataset` (loaded with its defaults, so the held-out test
             split of `digits` and `mnist_5k` is the same whatever `seed` is; call
-            `load_dataset` yourself for other options) or an `InMemoryDataset`.
+            `load_dataset` yourself for other options), an `InMemoryDataset`, or a
+            `StreamedDataset` (`stream_image_folder`), whose images are decoded from disk
+            inside the streams.
         meta_objective: one of `"clid"`, `"ce_clean"`, `"ce_noisy"`, `"mae_noisy"`,
             `"none"`.
         noise: None (train with the labels as they are, e.g. CIFAR-N's human labels) or
@@ -149,15 +152,22 @@ def make_training_data(
 
     if isinstance(dataset, str):
         data = load_dataset(dataset, data_dir=data_dir)
-    elif isinstance(dataset, InMemoryDataset):
+    elif isinstance(dataset, (InMemoryDataset, StreamedDataset)):
         data = dataset
     else:
         raise invalid_value(
-            "dataset", "a dataset name or an InMemoryDataset", type(dataset).__name__
+            "dataset",
+            "a dataset name, an InMemoryDataset or a StreamedDataset",
+            type(dataset).__name__,
         )
     augmentation = _resolve_augmentation(augment, data)
     augmentation.check_input_shape(data.input_shape)
     if unlabeled_inputs is not None:
+        if isinstance(data, StreamedDataset):
+            raise ValueError(
+                "`unlabeled_inputs` are arrays held in memory; a StreamedDataset reads its "
+                "images from disk. Load the folder with `load_image_folder` to combine them."
+            )
         unlabeled_inputs = _check_unlabeled_inputs(unlabeled_inputs, data)
     split_seed, train_seed, meta_seed = (
         int(state) for state in np.random.SeedSequence(seed).generate_state(3)
@@ -204,12 +214,23 @@ def make_training_data(
         expected_transition=expected,
     )
 
-    # Positions from len(x_train) on are the unlabelled inputs; only the meta stream reads them.
-    stored = data.x_train if unlabeled_inputs is None else np.concatenate([data.x_train, unlabeled_inputs])
-    images = tf.constant(stored)
+    if isinstance(data, StreamedDataset):
+        read_train, read_test = data.pixel_reader("train"), data.pixel_reader("test")
+        meta_inputs = data.inputs(meta_indices)
+    else:
+        # Positions from len(x_train) on are the unlabelled inputs; only the meta stream
+        # reads them.
+        stored = (
+            data.x_train
+            if unlabeled_inputs is None
+            else np.concatenate([data.x_train, unlabeled_inputs])
+        )
+        read_train, read_test = _gatherer(stored), _gatherer(data.x_test)
+        meta_inputs = (stored[meta_indices].astype(np.float32) * np.float32(data.pixel_scale))
+        meta_inputs = meta_inputs.astype(np.float32)
     noisy_tensor = tf.constant(noisy)
     train = _batches(
-        images,
+        read_train,
         noisy_tensor,
         train_indices,
         batch_size=batch_size,
@@ -218,12 +239,9 @@ def make_training_data(
         augmentation=augmentation,
     )
     meta_labels = {"ce_clean": clean, "ce_noisy": noisy, "mae_noisy": noisy}.get(meta_objective)
-    meta_inputs = (stored[meta_indices].astype(np.float32) * np.float32(data.pixel_scale)).astype(
-        np.float32
-    )
     if meta_objective != "none":
         meta = _batches(
-            images,
+            read_train,
             None if meta_labels is None else tf.constant(meta_labels),
             meta_indices,
             batch_size=meta_batch_size,
@@ -234,7 +252,7 @@ def make_training_data(
         )
         train = tf.data.Dataset.zip(train, meta)
     evaluation = _batches(
-        tf.constant(data.x_test),
+        read_test,
         tf.constant(data.y_test),
         np.arange(len(data.y_test)),
         batch_size=eval_batch_size or batch_size,
@@ -432,8 +450,14 @@ def _check_unlabeled_inputs(unlabeled_inputs, data):
     return array
 
 
+def _gatherer(array):
+    """A `tf.data` function from a batch of indices to those rows of an in-memory array."""
+    table = tf.constant(array)
+    return lambda batch_indices: tf.gather(table, batch_indices)
+
+
 def _batches(
-    images,
+    read,
     labels,
     indices,
     *,
@@ -446,7 +470,8 @@ def _batches(
     """Batches of `(x, y)` (or `x` when `labels` is None) gathered at `indices`.
 
     Shuffling indices rather than images keeps the shuffle buffer small; each batch is
-    gathered, scaled to float32 and augmented in one vectorised map.
+    read (`read`: indices to stored values, gathered from memory or decoded from disk),
+    scaled to float32 and augmented in one parallel map.
     """
     stream = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int64))
     if shuffle_seed is not None:
@@ -460,7 +485,7 @@ def _batches(
         stream = tf.data.Dataset.zip(stream, seeds.batch(2))
 
     def gather(batch_indices, seed=None):
-        x = tf.cast(tf.gather(images, batch_indices), tf.float32) * scale
+        x = tf.cast(read(batch_indices), tf.float32) * scale
         if augment:
             x = augmentation(x, seed)
         if labels is None:

@@ -8,6 +8,7 @@ import tensorflow as tf
 from clidmu_tf.pipelines.augmentation import Augmentation
 from clidmu_tf.pipelines.in_memory_dataset import InMemoryDataset
 from clidmu_tf.pipelines.noise_report import NoiseReport
+from clidmu_tf.pipelines.streamed_dataset import StreamedDataset
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -36,7 +37,7 @@ class TrainingData:
         train_clean_labels: int32 array aligned with `train_indices`, the true labels.
         meta_objective: str.
         augmentation: the `Augmentation` of the training stream.
-        dataset: the `InMemoryDataset` the streams read.
+        dataset: the `InMemoryDataset` or `StreamedDataset` the streams read.
         batch_size: int.
         meta_batch_size: int.
         steps_per_epoch: int, batches per pass over the training stream.
@@ -55,7 +56,7 @@ class TrainingData:
     train_clean_labels: np.ndarray
     meta_objective: str
     augmentation: Augmentation
-    dataset: InMemoryDataset
+    dataset: InMemoryDataset | StreamedDataset
     batch_size: int
     meta_batch_size: int
     steps_per_epoch: int

@@ -245,7 +245,7 @@ def test_summary_and_inputs(tagged):
         ({"augment": "heavy"}, r"`augment`, expected 'auto', None, one of"),
         ({"train_size": 10_000}, r"`train_size`, expected an integer in \[1, 1438\]"),
         ({"dataset": "cifar11"}, r"Unknown dataset 'cifar11'"),
-        ({"dataset": np.zeros(3)}, r"`dataset`, expected a dataset name or an InMemoryDataset"),
+        ({"dataset": np.zeros(3)}, r"`dataset`, expected a dataset name, an InMemoryDataset or a StreamedDataset"),
         ({"noise": "asymmetric", "noise_rate": 0.2, "dataset": "tagged"}, r"needs `class_map`"),
     ],
 )

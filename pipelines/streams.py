@@ -53,7 +53,7 @@ def make_training_data(
     - `"ce_noisy"`, `"mae_noisy"`: a class-balanced subset (by the noisy labels) removed
       from training, with its noisy labels.
     - `"none"`: plain training, no meta stream; the meta set is still chosen as for
-      `"clid"` (`meta_inputs`), for callbacks that score it.
+      `"clid"` (`meta_stream`), for callbacks that score it.
 
     Semi-supervised mode (`labeled_fraction`): a stratified `labeled_fraction` of the
     training set keeps its (noisy) labels and forms the training stream; the unlabeled
@@ -216,7 +216,6 @@ def make_training_data(
 
     if isinstance(data, StreamedDataset):
         read_train, read_test = data.pixel_reader("train"), data.pixel_reader("test")
-        meta_inputs = data.inputs(meta_indices)
     else:
         # Positions from len(x_train) on are the unlabelled inputs; only the meta stream
         # reads them.
@@ -226,8 +225,6 @@ def make_training_data(
             else np.concatenate([data.x_train, unlabeled_inputs])
         )
         read_train, read_test = _gatherer(stored), _gatherer(data.x_test)
-        meta_inputs = (stored[meta_indices].astype(np.float32) * np.float32(data.pixel_scale))
-        meta_inputs = meta_inputs.astype(np.float32)
     noisy_tensor = tf.constant(noisy)
     train = _batches(
         read_train,
@@ -261,7 +258,9 @@ def make_training_data(
     return TrainingData(
         train=train.prefetch(tf.data.AUTOTUNE),
         evaluation=evaluation.prefetch(tf.data.AUTOTUNE),
-        meta_inputs=meta_inputs,
+        meta_stream=_batches(
+            read_train, None, meta_indices, batch_size=meta_batch_size, scale=data.pixel_scale
+        ).prefetch(tf.data.AUTOTUNE),
         meta_labels=None if meta_labels is None else meta_labels[meta_indices],
         noise_report=report,
         num_classes=data.num_classes,

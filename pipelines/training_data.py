@@ -22,8 +22,9 @@ class TrainingData:
             `x` float32, `y` int32 `[B]`. The meta stream repeats, so the length is the
             training stream's (`steps_per_epoch`).
         evaluation: a `tf.data.Dataset` of `(x, y)` batches of the test split, clean labels.
-        meta_inputs: float32 array, the meta set's inputs un-augmented (for computing CLID
-            over the whole meta set, as the snapshot ensemble does).
+        meta_stream: a finite `tf.data.Dataset` of the meta set's inputs, un-augmented, in
+            the order of `meta_indices`, in batches of `meta_batch_size` (for computing CLID
+            over the whole meta set, as the snapshot ensemble does, without holding it).
         meta_labels: int32 array of the labels the meta objective reads (clean for
             `"ce_clean"`, noisy for `"ce_noisy"` / `"mae_noisy"`), or None.
         noise_report: `NoiseReport` of the labels in the training stream.
@@ -45,7 +46,7 @@ class TrainingData:
 
     train: tf.data.Dataset
     evaluation: tf.data.Dataset
-    meta_inputs: np.ndarray
+    meta_stream: tf.data.Dataset
     meta_labels: np.ndarray | None
     noise_report: NoiseReport
     num_classes: int
@@ -60,6 +61,11 @@ class TrainingData:
     batch_size: int
     meta_batch_size: int
     steps_per_epoch: int
+
+    @property
+    def meta_inputs(self):
+        """Float32 array of the meta set's inputs, un-augmented, read from `meta_stream`."""
+        return np.concatenate([batch.numpy() for batch in self.meta_stream])
 
     @property
     def flipped(self):

@@ -91,12 +91,14 @@ def test_fit_and_the_snapshot_callback_read_a_streamed_folder(both, tmp_path):
     data = make_training_data(streamed, noise="symmetric", noise_rate=0.4, meta_size=9, batch_size=12)
     model = clidmu_tf.CLIDMUModel(clidmu_tf.backbones.mlp(data.input_shape, CLASSES), seed=0)
     model.compile(optimizer=keras.optimizers.SGD(0.05))
-    snapshots = CLIDSnapshotEnsemble(
-        data.meta_inputs, top_k=1, directory=tmp_path / "snapshots", batch_size=9
-    )
+    snapshots = CLIDSnapshotEnsemble(data.meta_stream, top_k=1, directory=tmp_path / "snapshots")
     history = model.fit(data.train, epochs=2, callbacks=[snapshots], verbose=0)
     assert np.all(np.isfinite(history.history["meta_clid"]))
     assert len(snapshots.snapshots) == 1
+    # Scored from disk batch by batch, CLID equals the score over the meta set in memory.
+    in_memory = CLIDSnapshotEnsemble(data.meta_inputs, directory=tmp_path / "other", batch_size=9)
+    in_memory.set_model(model)
+    assert snapshots.score(model.backbone) == pytest.approx(in_memory.score(model.backbone), rel=1e-6)
     scores = model.evaluate(data.evaluation, return_dict=True, verbose=0)
     assert 0.0 <= scores["accuracy"] <= 1.0
 

@@ -69,6 +69,9 @@ META_WEIGHT_DECAY = 5e-4
 COSINE_ALPHA = 0.02
 LABEL_ERRORS_KEPT = 200
 VERIFICATION_SAMPLES = 256
+# Training samples scored at once when ranking label errors: a dataset read from disk is
+# never held whole in memory.
+SCORING_CHUNK = 2048
 
 
 def parse_noise(spec):
@@ -144,7 +147,9 @@ def build_backbone(name, input_shape, num_classes):
 
 def describe_preprocessing(dataset):
     """What an exported model's input must look like, for the model card."""
-    if dataset.x_train.dtype == np.uint8:
+    from clidmu_tf.cli.data_sources import stored_dtype
+
+    if stored_dtype(dataset) == np.uint8:
         description = "float32 pixels in [0, 1]: uint8 values divided by 255"
     else:
         description = f"float32 values as clidmu_tf's {dataset.name!r} loader gives them"
@@ -276,7 +281,8 @@ class TrainingJob:
     # Stages.
 
     def _prepare(self):
-        from clidmu_tf.cli.data_sources import load_source_dataset, load_unlabeled_like
+        from clidmu_tf.cli.data_sources import load_source_dataset, load_unlabeled_like, stored_dtype
+        from clidmu_tf.pipelines import StreamedDataset
         from clidmu_tf.pipelines import make_training_data
 
         config = self.config
@@ -294,6 +300,8 @@ class TrainingJob:
                 data_dir=config["data_dir"],
                 image_size=config["image_size"],
                 label_file=config["label_file"],
+                # Unlabelled images are arrays, joined to the training images in memory.
+                stream=config["unlabeled_dir"] is None,
             )
             unlabeled = (
                 None
@@ -322,14 +330,14 @@ class TrainingJob:
                 else None
             )
         data = self.data
-        self.test_inputs = dataset.inputs(split="test")
         self.test_labels = dataset.y_test
         self.class_names = list(dataset.class_names) if dataset.class_names else None
         self.noise_injected = self.noise_kind is not None or dataset.y_train_clean is not None
         self.report["data"] = {
             **data.summary(),
             "class_names": self.class_names,
-            "input_dtype": str(dataset.x_train.dtype),
+            "input_dtype": str(stored_dtype(dataset)),
+            "streamed": isinstance(dataset, StreamedDataset),
             "pixel_scale": dataset.pixel_scale,
             "labeled_fraction": config["labeled_fraction"],
             "unlabeled_images": 0 if unlabeled is None else len(unlabeled),
@@ -414,7 +422,7 @@ class TrainingJob:
             f"{self.model.backbone.count_params():,} parameters) for {config['epochs']} epochs ..."
         )
         snapshots = CLIDSnapshotEnsemble(
-            self.data.meta_inputs,
+            self.data.meta_stream,
             top_k=config["top_k"],
             directory=self.run_directory.snapshots,
             batch_size=self.data.meta_batch_size,
@@ -456,7 +464,7 @@ class TrainingJob:
                 return
             self.ensemble = self.run_directory.load_model("ensemble")
             self.ensemble_members = manifest["snapshots"]
-            logits = self.ensemble.predict(self.test_inputs, verbose=0)
+            logits = self.ensemble.predict(self.data.evaluation, verbose=0)
             accuracy = float(np.mean(np.argmax(logits, axis=1) == self.test_labels))
             self.report["ensemble"] = {
                 "members": self.ensemble_members,
@@ -489,10 +497,17 @@ class TrainingJob:
             return
         data = self.data
         with self.report.timed("rank_label_errors"):
-            self.train_inputs = data.train_inputs()
-            self.weights, probabilities = score_samples(
-                self.model, self.train_inputs, data.train_noisy_labels
-            )
+            chunks = [
+                score_samples(
+                    self.model, data.train_inputs(positions), data.train_noisy_labels[positions]
+                )
+                for positions in np.array_split(
+                    np.arange(len(data.train_indices)),
+                    -(-len(data.train_indices) // SCORING_CHUNK),
+                )
+            ]
+            self.weights = np.concatenate([weights for weights, _ in chunks])
+            probabilities = np.concatenate([probabilities for _, probabilities in chunks])
             rows = rank_label_errors(
                 self.weights,
                 probabilities,
@@ -534,7 +549,9 @@ class TrainingJob:
                 noise_report=self.data.noise_report,
                 metrics={"test_accuracy": self.report["ensemble_test_accuracy"]},
                 members=self.ensemble_members,
-                verification_inputs=self.test_inputs[:VERIFICATION_SAMPLES],
+                verification_inputs=self.data.dataset.inputs(
+                    np.arange(min(VERIFICATION_SAMPLES, len(self.test_labels))), split="test"
+                ),
             )
         self.report["export"] = {
             "directory": RunDirectory.EXPORT,

@@ -152,3 +152,16 @@ def test_the_chief_is_the_chief_task_else_worker_zero():
     assert not cluster.is_chief(config("worker", 1))
     assert cluster.is_chief(config("chief", 0, jobs=("chief", "worker")))
     assert not cluster.is_chief(config("worker", 0, jobs=("chief", "worker")))
+
+
+def test_a_huge_error_message_is_cut_on_the_terminal(tmp_path, capsys, monkeypatch):
+    from clidmu_tf.cli import training_job
+
+    def fail(self):
+        raise ValueError("Attempt to convert a value (PerReplica:{" + "0.5, " * 10_000 + "})")
+
+    monkeypatch.setattr(training_job.TrainingJob, "run", fail)
+    status, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "run"))
+    assert status == cli_utils.EXIT_FAILED
+    assert "Attempt to convert" in err and "more characters" in err
+    assert len(err) < 3000

@@ -71,7 +71,7 @@ LABEL_ERRORS_KEPT = 200
 VERIFICATION_SAMPLES = 256
 # Training samples scored at once when ranking label errors: a dataset read from disk is
 # never held whole in memory.
-SCORING_CHUNK = 2048
+SCORING_CHUNK = 256
 
 
 def parse_noise(spec):

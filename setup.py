@@ -65,6 +65,7 @@ setup(
         "mlxtend>=0.23",
         "matplotlib>=3.8",
         "pillow>=10",
+        "filelock>=4.2",
     ],
     extras_require={"test": ["pytest>=8"]},
     entry_points={"console_scripts": ["clidmu-tf=clidmu_tf.cli.main:main"]},

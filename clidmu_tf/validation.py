@@ -1,6 +1,16 @@
-"""Argument checks shared across the library, with messages in the Keras style."""
+"""Argument and data checks shared across the library, with messages in the Keras style.
 
+Every place where labels or inputs enter the library (`pipelines.from_arrays`,
+`InMemoryDataset`, `CLIDMUModel.fit` / `evaluate` / `per_sample_weights`, the tuning tools)
+calls the same checks, so the same mistake gets the same message wherever it is made.
+"""
+
+import math
 import numbers
+
+import numpy as np
+
+LABELS_CONTRACT = "labels must be integer class ids of shape [N]"
 
 
 def invalid_value(name, expected, value):
@@ -9,10 +19,35 @@ def invalid_value(name, expected, value):
     )
 
 
+def _is_real(value):
+    return not isinstance(value, bool) and isinstance(value, numbers.Real)
+
+
 def check_positive_float(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise invalid_value(name, "a positive float", value)
+    """Returns `value` as a float, or raises unless it is a finite number > 0."""
+    if not _is_real(value) or not math.isfinite(value) or not value > 0:
+        raise invalid_value(name, "a positive float (finite, > 0)", value)
     return float(value)
+
+
+def check_non_negative_float(name, value):
+    """Returns `value` as a float, or raises unless it is a finite number >= 0."""
+    if not _is_real(value) or not math.isfinite(value) or not value >= 0:
+        raise invalid_value(name, "a non-negative float (finite, >= 0)", value)
+    return float(value)
+
+
+def check_fraction(name, value, *, closed=False, one=False):
+    """Returns `value` as a float in (0, 1), or [0, 1] when `closed`, or (0, 1] when `one`;
+    NaN and inf are refused."""
+    includes_one = closed or one
+    if _is_real(value) and math.isfinite(value):
+        above = 0 <= value if closed else 0 < value
+        below = value <= 1 if includes_one else value < 1
+        if above and below:
+            return float(value)
+    interval = ("[" if closed else "(") + "0, 1" + ("]" if includes_one else ")")
+    raise invalid_value(name, f"a float in {interval}", value)
 
 
 def check_positive_int(name, value):
@@ -25,3 +60,139 @@ def check_choice(name, value, choices):
     if value not in choices:
         raise invalid_value(name, f"one of {sorted(choices)}", value)
     return value
+
+
+def check_class_ids(labels, name="y", *, num_classes=None, length=None):
+    """The one check of labels entering the library: integer class ids of shape `[N]`.
+
+    Accepted: integer arrays of shape `[N]` or `[N, 1]`, and floating arrays whose values are
+    all whole numbers. Refused, with a message naming `name` and what was received: one-hot
+    or probability rows (`[N, C]`), fractional floats, strings and other non-numeric
+    dtypes, negative ids, ids `>= num_classes`, and a length other than `length`.
+
+    Args:
+        labels: array-like (NumPy array, list, or eager tensor).
+        name: the argument's name, used in the message.
+        num_classes: int or None; when given, ids must lie in `[0, num_classes)`.
+        length: int or None; when given, the number of labels required (one per input).
+
+    Returns:
+        An int32 NumPy array of shape `[N]`.
+
+    Raises:
+        ValueError: for any of the refused cases above.
+    """
+    array = np.asarray(labels)
+    received = f"{name} with shape {array.shape} and dtype {array.dtype}"
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        hint = ""
+        if array.ndim == 2 and array.shape[1] > 1:
+            hint = " (one-hot or probability rows? pass their argmax along the last axis)"
+        raise ValueError(
+            f"Received an invalid value for `{name}`: {LABELS_CONTRACT}. Received: "
+            f"{received}{hint}"
+        )
+    if array.size and not (
+        np.issubdtype(array.dtype, np.integer)
+        or (
+            np.issubdtype(array.dtype, np.floating)
+            and np.all(np.isfinite(array))
+            and np.all(array == np.round(array))
+        )
+    ):
+        first = _first_non_integer(array)
+        raise ValueError(
+            f"Received an invalid value for `{name}`: {LABELS_CONTRACT}. Received: "
+            f"{received}, for example {name}[{first}]={array[first].item()!r}"
+        )
+    if length is not None and len(array) != length:
+        raise ValueError(
+            f"Received an invalid value for `{name}`: {LABELS_CONTRACT}, one per input "
+            f"(N={length}). Received: {received}"
+        )
+    if array.size:
+        outside = array < 0 if num_classes is None else (array < 0) | (array >= num_classes)
+        bad = np.flatnonzero(outside)
+        if bad.size:
+            expected = "ids >= 0" if num_classes is None else f"ids in [0, {num_classes})"
+            raise ValueError(
+                f"Received an invalid value for `{name}`, expected class {expected}. Received: "
+                f"{name}[{bad[0]}]={array[bad[0]].item()!r} ({bad.size} labels out of range)"
+            )
+    return array.astype(np.int32)
+
+
+def _first_non_integer(array):
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        return 0
+    return int(np.flatnonzero(~np.isfinite(array) | (array != np.round(array)))[0])
+
+
+def check_all_classes_present(labels, num_classes, name="y"):
+    """Raises when some class id in `[0, num_classes)` has no sample in `labels`.
+
+    Used where `num_classes` is inferred as `max(label) + 1`: a stray large label (a 99
+    among 0..2) would otherwise make a 100-class problem into which label noise flips samples.
+
+    Raises:
+        ValueError: naming the empty classes, the largest label and how many samples carry it.
+    """
+    counts = np.bincount(labels, minlength=num_classes)
+    empty = np.flatnonzero(counts == 0)
+    if not empty.size:
+        return
+    largest = int(labels.max())
+    shown = ", ".join(str(k) for k in empty[:10]) + (", ..." if empty.size > 10 else "")
+    raise ValueError(
+        f"The labels in `{name}` leave {empty.size} of the {num_classes} inferred classes "
+        f"without any sample (class ids {shown}); the largest label, {largest}, is carried "
+        f"by {int(counts[largest])} sample(s). `num_classes` was inferred as max(label) + 1 "
+        f"= {num_classes}. Fix the stray labels, or, if the empty classes are intended, pass "
+        f"num_classes={num_classes} (and class_names) explicitly."
+    )
+
+
+def check_finite_inputs(x, name="x"):
+    """Raises if the floating-point arrays in `x` hold NaN or inf (`x` may be a dict/tuple).
+
+    Args:
+        x: an array, or a (nested) dict, list or tuple of arrays (multi-input models).
+        name: the argument's name, used in the message.
+
+    Raises:
+        ValueError: naming how many values are not finite and the index of the first.
+    """
+    for path, array in _flatten_with_paths(x, name):
+        if not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(
+            array.dtype, np.complexfloating
+        ):
+            continue
+        finite = np.isfinite(array)
+        if finite.all():
+            continue
+        bad = np.argwhere(~finite)
+        index = ", ".join(str(int(i)) for i in bad[0])
+        raise ValueError(
+            f"Received an invalid value for `{path}`, expected finite numbers. Received: "
+            f"{len(bad)} NaN or inf value(s) in {path} (shape {array.shape}), the first at "
+            f"{path}[{index}]={array[tuple(bad[0])].item()!r}. Clean or drop these samples."
+        )
+
+
+def _flatten_with_paths(x, name):
+    if isinstance(x, dict):
+        for key in x:
+            yield from _flatten_with_paths(x[key], f"{name}[{key!r}]")
+    elif isinstance(x, (list, tuple)) and x and not np.isscalar(x[0]) and _is_array_like(x[0]):
+        for index, item in enumerate(x):
+            yield from _flatten_with_paths(item, f"{name}[{index}]")
+    elif x is not None:
+        array = np.asarray(x)
+        if array.dtype != object:
+            yield name, array
+
+
+def _is_array_like(value):
+    return hasattr(value, "shape") or isinstance(value, (dict, list, tuple))

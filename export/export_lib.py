@@ -4,7 +4,6 @@ import datetime
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 
@@ -62,11 +61,13 @@ def export_ensemble(
 
     Verification reloads each written format, runs it on `verification_inputs` at their
     full batch size and at batch size 1, and compares it with the Keras model: the largest
-    absolute difference of `logits` and `probabilities` must be at most `tolerance`, and
-    `predicted_class` must agree wherever Keras's two top logits differ by more than
-    `tolerance`. Everything is written to a temporary sibling of `out_dir` and renamed into
-    place only after verification passed, so a failed export leaves no partial `out_dir`,
-    and an existing one untouched.
+    absolute difference of `probabilities` must be at most `tolerance`, that of `logits` at
+    most `tolerance` times the logits' scale (their largest magnitude, at least 1: float32
+    rounding grows with the values, so a model with logits in the thousands is compared at
+    its own precision), and `predicted_class` must agree wherever Keras's two top logits
+    differ by more than that logit tolerance. Everything is written to a temporary sibling
+    of `out_dir` and renamed into place only after verification passed, so a failed export
+    leaves no partial `out_dir`, and an existing one untouched.
 
     Args:
         model: a Keras model returning logits `[N, C]` (or a dict with `"logits"`): the
@@ -88,7 +89,8 @@ def export_ensemble(
         input_signature: a `tf.TensorSpec` of the input, needed only for a model that is
             neither functional nor has a functional `backbone`; its batch size is ignored.
         opset: ONNX opset, 17 or newer.
-        tolerance: positive float, the largest absolute difference allowed.
+        tolerance: positive float, the largest difference allowed, relative to the logits'
+            scale for `logits` (see above).
         overwrite: whether to replace a non-empty `out_dir`.
         seed: seed of the random verification inputs.
 
@@ -128,7 +130,10 @@ def export_ensemble(
 
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.export-", dir=parent)
+    # Not tempfile.mkdtemp: its 0700 would become the export's mode; os.mkdir follows the
+    # user's umask like every other output.
+    staging = os.path.join(parent, f".{os.path.basename(out_dir)}.export-{uuid.uuid4().hex}")
+    os.mkdir(staging)
     try:
         files = {}
         if "saved_model" in formats:
@@ -392,8 +397,9 @@ def _verify(serve, directory, files, inputs, tolerance):
     for batch_size in sorted({len(inputs), 1}, reverse=True):
         batch = inputs[:batch_size]
         expected = {name: value.numpy() for name, value in serve(batch).items()}
+        logit_tolerance = tolerance * max(1.0, float(np.max(np.abs(expected["logits"]))))
         top_two = np.sort(expected["logits"], axis=-1)[:, -2:]
-        decisive = top_two[:, 1] - top_two[:, 0] > tolerance
+        decisive = top_two[:, 1] - top_two[:, 0] > logit_tolerance
         for format_name, run in runners.items():
             received = run(batch)
             if sorted(received) != sorted(OUTPUT_NAMES):
@@ -411,12 +417,15 @@ def _verify(serve, directory, files, inputs, tolerance):
                         for name in ("logits", "probabilities")
                     },
                     "predicted_class_mismatches": int(np.sum(mismatches & decisive)),
+                    "logit_tolerance": logit_tolerance,
                 }
             )
     failures = [
         r
         for r in results
-        if max(r["max_abs_diff"].values()) > tolerance or r["predicted_class_mismatches"]
+        if r["max_abs_diff"]["logits"] > r["logit_tolerance"]
+        or r["max_abs_diff"]["probabilities"] > tolerance
+        or r["predicted_class_mismatches"]
     ]
     if failures:
         raise RuntimeError(

@@ -10,6 +10,8 @@
 - Augmentation: `Augmentation` (flip, padded crop, RandAugment, cutout) inside `tf.data`.
 """
 
+import importlib
+
 from clidmu_tf.pipelines.augmentation import Augmentation
 from clidmu_tf.pipelines.datasets import from_arrays
 from clidmu_tf.pipelines.datasets import list_datasets
@@ -24,12 +26,18 @@ from clidmu_tf.pipelines.noise import noise_report
 from clidmu_tf.pipelines.noise import transition_matrix
 from clidmu_tf.pipelines.noise_report import NoiseReport
 from clidmu_tf.pipelines.splits import stratified_split
-from clidmu_tf.pipelines.streams import META_OBJECTIVES
-from clidmu_tf.pipelines.streams import apply_label_noise
-from clidmu_tf.pipelines.streamed_dataset import StreamedDataset
-from clidmu_tf.pipelines.streams import make_training_data
 from clidmu_tf.pipelines.tfds_datasets import read_human_labels
-from clidmu_tf.pipelines.training_data import TrainingData
+
+# The names whose modules need TensorFlow, imported on first use (PEP 562), so that the
+# command line checks its arguments against `list_datasets()`, `NOISE_KINDS` and
+# `Augmentation.RECIPES` before TensorFlow loads.
+_NAMES_NEEDING_TENSORFLOW = {
+    "META_OBJECTIVES": "clidmu_tf.pipelines.streams",
+    "apply_label_noise": "clidmu_tf.pipelines.streams",
+    "make_training_data": "clidmu_tf.pipelines.streams",
+    "TrainingData": "clidmu_tf.pipelines.training_data",
+    "StreamedDataset": "clidmu_tf.pipelines.streamed_dataset",
+}
 
 __all__ = [
     "META_OBJECTIVES",
@@ -53,3 +61,15 @@ __all__ = [
     "stream_image_folder",
     "transition_matrix",
 ]
+
+
+def __getattr__(name):
+    if name not in _NAMES_NEEDING_TENSORFLOW:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_NAMES_NEEDING_TENSORFLOW[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

@@ -2,9 +2,6 @@
 
 import numbers
 
-import tensorflow as tf
-
-from clidmu_tf.pipelines import augment
 from clidmu_tf.validation import invalid_value
 
 
@@ -33,6 +30,7 @@ class Augmentation:
 
     Example:
 
+    >>> import tensorflow as tf
     >>> augmentation = Augmentation.from_recipe("cifar")
     >>> images = tf.random.uniform([8, 32, 32, 3])
     >>> augmentation(images, seed=tf.constant([1, 2])).shape
@@ -93,6 +91,12 @@ class Augmentation:
             )
 
     def __call__(self, images, seed):
+        # Imported here, not with the module: the recipes and their checks need no
+        # TensorFlow, so the command line validates `--augment` before loading it.
+        import tensorflow as tf
+
+        from clidmu_tf.pipelines import augment
+
         flip_seed, crop_seed, rand_augment_seed, cutout_seed = tf.unstack(
             tf.random.experimental.stateless_split(seed, 4)
         )

@@ -14,7 +14,14 @@ import numpy as np
 from clidmu_tf.pipelines import tfds_datasets
 from clidmu_tf.pipelines.in_memory_dataset import InMemoryDataset
 from clidmu_tf.pipelines.splits import stratified_split
-from clidmu_tf.validation import invalid_value
+from clidmu_tf.validation import (
+    check_all_classes_present,
+    check_class_ids,
+    check_finite_inputs,
+    check_fraction,
+    check_positive_int,
+    invalid_value,
+)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 TFDS_PREFIX = "tfds:"
@@ -119,7 +126,7 @@ def load_dataset(
             "`label_file` and `human_label` apply to 'cifar10_n' and 'cifar100_n' only. "
             f"Received: name={name!r}"
         )
-    _check_fraction("test_fraction", test_fraction)
+    check_fraction("test_fraction", test_fraction)
     if name.startswith(TFDS_PREFIX):
         return tfds_datasets.load_tfds(
             name[len(TFDS_PREFIX) :],
@@ -193,8 +200,8 @@ def load_image_folder(
         An `InMemoryDataset` of uint8 images.
 
     Raises:
-        ValueError: for a missing or empty folder, an unreadable image, or images of mixed
-            sizes without `image_size`.
+        ValueError: for a missing or empty folder, a class sub-folder without images, an
+            unreadable image, or images of mixed sizes without `image_size`.
 
     Example:
 
@@ -202,7 +209,7 @@ def load_image_folder(
     """
     if color_mode not in ("auto", "rgb", "grayscale"):
         raise invalid_value("color_mode", "'auto', 'rgb' or 'grayscale'", color_mode)
-    _check_fraction("test_fraction", test_fraction)
+    check_fraction("test_fraction", test_fraction)
     image_size = _check_image_size(image_size)
     class_names, images, labels = _read_class_folders(directory, color_mode)
     if test_directory is None:
@@ -269,7 +276,7 @@ def stream_image_folder(
 
     if color_mode not in ("auto", "rgb", "grayscale"):
         raise invalid_value("color_mode", "'auto', 'rgb' or 'grayscale'", color_mode)
-    _check_fraction("test_fraction", test_fraction)
+    check_fraction("test_fraction", test_fraction)
     image_size = _check_image_size(image_size)
     class_names, paths, labels = _list_class_folders(directory)
     modes, sizes = [], set()
@@ -390,8 +397,12 @@ def from_arrays(
         y: integer labels `[N]`.
         x_test, y_test: the test split; when None, `test_fraction` of `(x, y)` is held out
             (seeded, stratified on `y_clean` when given, else on `y`).
-        num_classes: int; inferred as `max(label) + 1` when None.
-        class_names: optional sequence of `num_classes` names.
+        num_classes: int; inferred as `max(label) + 1` when None, in which case every
+            class id below it must carry at least one sample (a stray label 99 among 0..2 is
+            refused rather than read as 100 classes). Pass it (or `class_names`) to declare
+            classes that have no sample on purpose.
+        class_names: optional sequence of `num_classes` names; when given without
+            `num_classes`, it declares the classes.
         test_fraction: float in (0, 1).
         seed: int.
         name: str.
@@ -405,8 +416,11 @@ def from_arrays(
         An `InMemoryDataset`.
 
     Raises:
-        ValueError: for labels out of range, inputs and labels of different lengths, or
-            images of mixed sizes without `image_size`.
+        ValueError: for labels that are not integer class ids of shape `[N]` (one-hot rows,
+            fractional floats, strings) or are out of range, classes left empty by an
+            inferred `num_classes`, NaN or inf in `x` or `x_test` (the message gives their
+            count and the first index), inputs and labels of different lengths, or images of
+            mixed sizes without `image_size`.
 
     Example:
 
@@ -417,32 +431,48 @@ def from_arrays(
     image_size = _check_image_size(image_size)
     if (x_test is None) != (y_test is None):
         raise ValueError("Pass both `x_test` and `y_test`, or neither.")
+    if isinstance(x, dict):
+        raise ValueError(
+            "`from_arrays` holds a single input per sample (an array [N, ...] or a list of "
+            f"images). Received: x of type dict with keys {sorted(x)}; for a multi-input "
+            "model, build its tf.data streams directly."
+        )
     if _is_image_list(x, image_size):
         x = _stack_images(list(x), image_size) if len(x) else np.asarray(x)
     else:
         x = np.asarray(x)
-    y = np.asarray(y)
     if not len(x):
         raise ValueError("Received an empty dataset: `x` holds no samples.")
+    y = check_class_ids(y, "y")
     if len(x) != len(y):
         raise ValueError(
             f"`x` and `y` must have the same length. Received: len(x)={len(x)}, len(y)={len(y)}"
         )
+    check_finite_inputs(x, "x")
+    if y_clean is not None:
+        y_clean = check_class_ids(y_clean, "y_clean", length=len(y))
     if x_test is not None:
         x_test = (
             _stack_images(list(x_test), image_size)
             if _is_image_list(x_test, image_size)
             else np.asarray(x_test)
         )
+        y_test = check_class_ids(y_test, "y_test", length=len(x_test))
+        check_finite_inputs(x_test, "x_test")
+    if num_classes is None and class_names is not None:
+        num_classes = len(class_names)
     if num_classes is None:
-        known = [labels for labels in (y, y_test, y_clean) if labels is not None]
-        num_classes = int(max(np.max(labels, initial=0) for labels in known)) + 1
+        known = np.concatenate([labels for labels in (y, y_test, y_clean) if labels is not None])
+        num_classes = int(known.max()) + 1
+        check_all_classes_present(known, num_classes, "y")
+    else:
+        num_classes = check_positive_int("num_classes", num_classes)
     if x_test is None:
-        _check_fraction("test_fraction", test_fraction)
-        strata = y if y_clean is None else np.asarray(y_clean)
+        check_fraction("test_fraction", test_fraction)
+        strata = y if y_clean is None else y_clean
         test, train = stratified_split(strata, size=round(test_fraction * len(y)), seed=seed)
         x, x_test, y, y_test = x[train], x[test], y[train], y[test]
-        y_clean = None if y_clean is None else np.asarray(y_clean)[train]
+        y_clean = None if y_clean is None else y_clean[train]
     return InMemoryDataset(
         name=name,
         x_train=x,
@@ -493,6 +523,15 @@ def _list_class_folders(directory):
         raise ValueError(
             f"Found no images in {str(root)!r}: expected one sub-folder per class holding "
             f"images ({', '.join(IMAGE_EXTENSIONS)})."
+        )
+    empty = [str(root / name) for name, class_files in files.items() if not class_files]
+    if empty:
+        # Each sub-folder is a class; an empty one would be a class with no sample, into
+        # which label noise flips samples and which the model never sees a true example of.
+        raise ValueError(
+            f"The class folder(s) {empty} hold no images ({', '.join(IMAGE_EXTENSIONS)}); "
+            f"every sub-folder of {str(root)!r} is a class and needs at least one image. "
+            "Add images or remove the empty folders."
         )
     paths = [path for class_files in files.values() for path in class_files]
     labels = [label for label, class_files in enumerate(files.values()) for _ in class_files]
@@ -578,10 +617,3 @@ def _check_image_size(image_size):
     ):
         raise invalid_value("image_size", "a (height, width) pair of positive integers", image_size)
     return tuple(int(side) for side in image_size)
-
-
-def _check_fraction(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
-        raise invalid_value(name, "a float in (0, 1)", value)
-    return float(value)
-

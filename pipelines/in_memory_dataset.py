@@ -1,12 +1,13 @@
 """A labelled dataset held in NumPy arrays, with its train and test splits."""
 
 import dataclasses
+import warnings
 
 import numpy as np
 
 from clidmu_tf.pipelines.augmentation import Augmentation
-from clidmu_tf.pipelines.noise import check_labels, corrupt_labels
-from clidmu_tf.validation import invalid_value
+from clidmu_tf.pipelines.noise import corrupt_labels
+from clidmu_tf.validation import check_class_ids, check_finite_inputs, invalid_value
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -32,6 +33,12 @@ class InMemoryDataset:
             data by default.
         class_map: the `corrupt_labels` asymmetric map for this data (`"cifar10"`,
             `"mnist"`, a dict), or None.
+
+    Raises:
+        ValueError: for non-numeric inputs, NaN or inf in `x_train` / `x_test`, labels that
+            are not integer class ids of shape `[N]` in `[0, num_classes)`, or lengths that
+            differ. A class without any training sample only warns (`num_classes` is
+            declared here), since label noise would flip samples into it.
     """
 
     name: str
@@ -52,15 +59,16 @@ class InMemoryDataset:
             )
         for split in ("train", "test"):
             x = np.asarray(getattr(self, f"x_{split}"))
-            if x.dtype == object or x.ndim < 2:
+            if not np.issubdtype(x.dtype, np.number) or x.ndim < 2:
                 raise ValueError(
                     f"Received an invalid value for `x_{split}`, expected a numeric array of "
                     f"shape [N, ...]. Received: x_{split} of dtype {x.dtype} and shape {x.shape}"
                 )
-            y = check_labels(
-                getattr(self, f"y_{split}"), num_classes=self.num_classes, name=f"y_{split}"
+            y = check_class_ids(
+                getattr(self, f"y_{split}"), f"y_{split}", num_classes=self.num_classes
             )
             _check_same_length(f"x_{split}", x, f"y_{split}", y)
+            check_finite_inputs(x, f"x_{split}")
             object.__setattr__(self, f"x_{split}", x)
             object.__setattr__(self, f"y_{split}", y)
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
@@ -69,8 +77,8 @@ class InMemoryDataset:
                 f"{self.x_train.shape[1:]} and {self.x_test.shape[1:]}"
             )
         if self.y_train_clean is not None:
-            clean = check_labels(
-                self.y_train_clean, num_classes=self.num_classes, name="y_train_clean"
+            clean = check_class_ids(
+                self.y_train_clean, "y_train_clean", num_classes=self.num_classes
             )
             _check_same_length("y_train", self.y_train, "y_train_clean", clean)
             object.__setattr__(self, "y_train_clean", clean)
@@ -82,6 +90,25 @@ class InMemoryDataset:
                     f"{len(names)} names"
                 )
             object.__setattr__(self, "class_names", names)
+        self._warn_about_empty_classes()
+
+    def _warn_about_empty_classes(self):
+        """Says loudly when a declared class has no training sample.
+
+        `num_classes` is explicit here, so empty classes may be intended; but label noise
+        then flips samples into classes the model never sees a true example of.
+        """
+        counts = np.bincount(self.clean_train_labels, minlength=self.num_classes)
+        empty = np.flatnonzero(counts == 0)
+        if empty.size:
+            names = [self.class_names[k] if self.class_names else str(k) for k in empty[:10]]
+            warnings.warn(
+                f"Dataset {self.name!r}: {empty.size} of its {self.num_classes} classes have no "
+                f"training sample ({', '.join(names)}{', ...' if empty.size > 10 else ''}). "
+                "Injected label noise will flip samples into them. Check the labels, or drop "
+                "the empty classes.",
+                stacklevel=3,
+            )
 
     @property
     def input_shape(self):

@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 
 from clidmu_tf.pipelines.noise_report import NoiseReport
-from clidmu_tf.validation import invalid_value
+from clidmu_tf.validation import check_class_ids, check_fraction, invalid_value
 
 NOISE_KINDS = (
     "symmetric",
@@ -128,7 +128,7 @@ def corrupt_labels(
     if kind not in NOISE_KINDS:
         raise invalid_value("kind", f"one of {list(NOISE_KINDS)}", kind)
     num_classes = _check_num_classes(num_classes)
-    labels = check_labels(labels, num_classes=num_classes)
+    labels = check_class_ids(labels, "labels", num_classes=num_classes)
     if kind == "transition":
         if rate is not None:
             raise ValueError(
@@ -290,8 +290,8 @@ def noise_report(
     0.25
     """
     num_classes = _check_num_classes(num_classes)
-    clean = check_labels(clean_labels, num_classes=num_classes, name="clean_labels")
-    noisy = check_labels(noisy_labels, num_classes=num_classes, name="noisy_labels")
+    clean = check_class_ids(clean_labels, "clean_labels", num_classes=num_classes)
+    noisy = check_class_ids(noisy_labels, "noisy_labels", num_classes=num_classes)
     if len(clean) != len(noisy):
         raise ValueError(
             "`clean_labels` and `noisy_labels` must have the same length. Received: "
@@ -326,31 +326,6 @@ def sample_from_rows(rows, rng):
     draws = rng.random(len(rows))
     classes = np.sum(cumulative <= draws[:, None], axis=1)
     return np.minimum(classes, rows.shape[1] - 1).astype(np.int32)
-
-
-def check_labels(labels, *, num_classes, name="labels"):
-    """Returns `labels` as a 1-D int32 array, or raises if they are not ids in [0, K)."""
-    array = np.asarray(labels)
-    if array.ndim != 1:
-        raise ValueError(
-            f"Received an invalid value for `{name}`, expected a 1-D array of class ids. "
-            f"Received: {name} with shape {array.shape}"
-        )
-    if array.size and not np.issubdtype(array.dtype, np.integer):
-        if not (np.issubdtype(array.dtype, np.floating) and np.all(array == np.round(array))):
-            raise ValueError(
-                f"Received an invalid value for `{name}`, expected integer class ids. "
-                f"Received: {name} of dtype {array.dtype}"
-            )
-    if array.size:
-        bad = np.flatnonzero((array < 0) | (array >= num_classes))
-        if bad.size:
-            raise ValueError(
-                f"Received an invalid value for `{name}`, expected class ids in "
-                f"[0, {num_classes}). Received: {name}[{bad[0]}]={array[bad[0]]!r} "
-                f"({bad.size} labels out of range)"
-            )
-    return array.astype(np.int32)
 
 
 def _instance_rows(labels, features, *, rate, num_classes, seed):
@@ -398,13 +373,7 @@ def _truncated_normal(rng, *, mean, std, size):
 
 
 def _check_rate(rate):
-    if (
-        isinstance(rate, bool)
-        or not isinstance(rate, numbers.Real)
-        or not 0.0 <= float(rate) <= 1.0
-    ):
-        raise invalid_value("rate", "a float in [0, 1]", rate)
-    return float(rate)
+    return check_fraction("rate", rate, closed=True)
 
 
 def _check_num_classes(num_classes):

@@ -6,8 +6,8 @@ import numpy as np
 import tensorflow as tf
 
 from clidmu_tf.pipelines.augmentation import Augmentation
-from clidmu_tf.pipelines.noise import check_labels, corrupt_labels
-from clidmu_tf.validation import invalid_value
+from clidmu_tf.pipelines.noise import corrupt_labels
+from clidmu_tf.validation import check_class_ids, invalid_value
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -58,8 +58,8 @@ class StreamedDataset:
             raise invalid_value("image_shape", "(height, width, 1 or 3)", self.image_shape)
         for split in ("train", "test"):
             files = np.asarray(getattr(self, f"{split}_files"), dtype=str)
-            labels = check_labels(
-                getattr(self, f"y_{split}"), num_classes=self.num_classes, name=f"y_{split}"
+            labels = check_class_ids(
+                getattr(self, f"y_{split}"), f"y_{split}", num_classes=self.num_classes
             )
             if len(files) != len(labels):
                 raise ValueError(

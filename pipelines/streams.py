@@ -8,11 +8,17 @@ import tensorflow as tf
 from clidmu_tf.pipelines.augmentation import Augmentation
 from clidmu_tf.pipelines.datasets import load_dataset
 from clidmu_tf.pipelines.in_memory_dataset import InMemoryDataset
-from clidmu_tf.pipelines.noise import NOISE_KINDS, check_labels, corrupt_labels, noise_report
+from clidmu_tf.pipelines.noise import NOISE_KINDS, corrupt_labels, noise_report
 from clidmu_tf.pipelines.splits import stratified_split
 from clidmu_tf.pipelines.streamed_dataset import StreamedDataset
 from clidmu_tf.pipelines.training_data import TrainingData
-from clidmu_tf.validation import check_choice, check_positive_int, invalid_value
+from clidmu_tf.validation import (
+    check_choice,
+    check_class_ids,
+    check_fraction,
+    check_positive_int,
+    invalid_value,
+)
 
 META_OBJECTIVES = ("clid", "ce_clean", "ce_noisy", "mae_noisy", "none")
 # The paper's meta set: 1000 samples. Small datasets get a fifth of their training set.
@@ -129,14 +135,10 @@ def make_training_data(
     ):
         if value is not None:
             check_positive_int(name, value)
-    if labeled_fraction is not None and (
-        isinstance(labeled_fraction, bool)
-        or not isinstance(labeled_fraction, numbers.Real)
-        or not 0 < labeled_fraction <= 1
-    ):
-        raise invalid_value("labeled_fraction", "a float in (0, 1] or None", labeled_fraction)
-    if labeled_fraction == 1:
-        labeled_fraction = None
+    if labeled_fraction is not None:
+        labeled_fraction = check_fraction("labeled_fraction", labeled_fraction, one=True)
+        if labeled_fraction == 1:
+            labeled_fraction = None
     for name, value in (("labeled_fraction", labeled_fraction), ("unlabeled_inputs", unlabeled_inputs)):
         if value is not None and meta_objective not in ("clid", "none"):
             raise ValueError(
@@ -365,7 +367,7 @@ def apply_label_noise(
             batch_inputs = np.asarray(get_input(element))
             inputs.append(batch_inputs.reshape(len(batch_inputs), -1).astype(np.float32))
     labels = np.concatenate(labels) if labels else np.zeros([0], np.int64)
-    labels = check_labels(labels, num_classes=num_classes)
+    labels = check_class_ids(labels, "labels", num_classes=num_classes)
     if wants_inputs:
         features = np.concatenate(inputs) if inputs else None
     noisy, report = corrupt_labels(

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from clidmu_tf.cli import cli_utils, training_job
+from clidmu_tf.cli.epoch_recorder import EpochRecorder
 from clidmu_tf.cli.main import main
 from clidmu_tf.cli.run_directory import RunDirectory
 from clidmu_tf.cli.run_report import RunReport
@@ -69,8 +70,7 @@ def tiny_run(tmp_path_factory):
         (["train", "--out", "{out}", "--dataset", "imagenet"], ["digits", "mnist_5k", "tfds:"]),
         (["train", "--out", "{out}", "--data-dir", "{out}/missing"], ["--data-dir"]),
         (["train", "--out", "{out}", "--export-formats", "tflite"], ["saved_model", "onnx"]),
-        (["train", "--out", "{out}", "--distribute", "mirrored", "--meta-every", "2"],
-         ["--meta-every must be 1"]),
+        (["train", "--out", "{out}", "--virtual-step", "last"], ["full", "head"]),
         (["train"], ["--out"]),
         (["frobnicate"], ["train", "inspect", "predict"]),
     ],
@@ -116,14 +116,18 @@ def test_a_non_empty_out_is_refused_without_overwrite(tmp_path, capsys):
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
-def test_overwrite_replaces_an_earlier_run_only(tmp_path):
+def test_overwrite_moves_only_an_earlier_runs_files_aside(tmp_path):
     (tmp_path / RunReport.FINAL_NAME).write_text("{}")
-    (tmp_path / "old_snapshot.weights.h5").write_text("")
+    (tmp_path / RunDirectory.MODEL).write_text("")
+    (tmp_path / "notes.txt").write_text("keep me")
     run = RunDirectory(tmp_path)
     with pytest.raises(ValueError, match="--overwrite"):
         run.check_writable(overwrite=False)
-    run.create(overwrite=True)
-    assert sorted(os.listdir(tmp_path)) == [RunDirectory.PLOTS]
+    run.check_writable(overwrite=True)
+    run.replace_aside()
+    assert sorted(os.listdir(tmp_path)) == [RunDirectory.REPLACED, "notes.txt"]
+    run.restore_replaced()
+    assert sorted(os.listdir(tmp_path)) == [RunDirectory.MODEL, "notes.txt", RunReport.FINAL_NAME]
 
 
 def test_python_dash_m_runs_the_command_line():
@@ -187,7 +191,8 @@ def test_train_writes_plots_snapshots_logs_and_export(tiny_run):
 def test_train_prints_the_comparison_table(tiny_run, capsys):
     print(comparison_table(RunReport.load(tiny_run), tiny_run))
     table = capsys.readouterr().out
-    assert "cross-entropy baseline (last epoch)" in table
+    assert "cross-entropy baseline (epoch 2, last)" in table
+    assert "clid-wnet (epoch 2, last)" in table
     assert "CLID snapshot ensemble (top 2)" in table
     assert "ROC AUC" in table
 
@@ -317,18 +322,20 @@ def test_a_failed_run_leaves_no_report_json(tmp_path, monkeypatch, capsys):
         partial = json.load(handle)
     assert partial["status"] == "failed"
     assert partial["error"]["type"] == "RuntimeError"
+    # A model that did not train is not left where predict would serve it.
+    assert not (out / RunDirectory.MODEL).exists()
     with pytest.raises(FileNotFoundError, match="did not finish"):
         RunReport.load(out)
 
 
 def test_ctrl_c_keeps_the_snapshots_and_writes_an_interrupted_report(tmp_path, monkeypatch, capsys):
-    record = training_job._EpochRecorder.on_epoch_end
+    record = EpochRecorder.on_epoch_end
 
     def interrupt_after_first_epoch(self, epoch, logs=None):
         record(self, epoch, logs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training_job._EpochRecorder, "on_epoch_end", interrupt_after_first_epoch)
+    monkeypatch.setattr(EpochRecorder, "on_epoch_end", interrupt_after_first_epoch)
     out = tmp_path / "run"
     status, stdout, _ = run_cli(capsys, "train", "--out", str(out), *TINY)
     assert status == cli_utils.EXIT_INTERRUPTED
@@ -340,6 +347,9 @@ def test_ctrl_c_keeps_the_snapshots_and_writes_an_interrupted_report(tmp_path, m
     assert os.path.isfile(out / "snapshots" / "clid_snapshot_epoch_0001.weights.h5")
     assert (out / "plots" / "clid_and_test_accuracy.png").is_file()
     assert "Status: interrupted" in stdout
+    # The model printed is part-way through its second epoch, and the table says so.
+    assert report["method"]["stopped_in_epoch"] == 2
+    assert "clid-wnet (stopped in epoch 2 of 2)" in stdout
 
 
 def test_run_report_is_written_atomically_and_only_when_finished(tmp_path):

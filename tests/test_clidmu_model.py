@@ -1,3 +1,7 @@
+import threading
+import time
+import weakref
+
 import keras
 import numpy as np
 import pytest
@@ -47,10 +51,17 @@ def test_fit_runs_in_every_execution_mode(mode, meta_model):
     assert model.predict(x, verbose=0).shape == (40, 3)
 
 
-def test_meta_gradient_agrees_with_finite_difference_through_the_virtual_step():
+@pytest.mark.parametrize("virtual_step", ["full", "head"])
+def test_meta_gradient_agrees_with_finite_difference_through_the_virtual_step(virtual_step):
     x, y = tiny_data(n=12, seed=3)
     x_meta, _ = tiny_data(n=8, seed=4)
-    model = tiny_model(seed=1)
+    model = tiny_model(seed=1, virtual_step=virtual_step)
+    # The full step moves every backbone weight; the head step only the logits layer's.
+    stepped = (
+        model.backbone.trainable_variables
+        if virtual_step == "full"
+        else model.backbone.get_layer("logits").trainable_variables
+    )
     model.compile(optimizer=keras.optimizers.SGD(0.5))
     model.build_optimizers()
     labels = tf.constant(y)
@@ -63,17 +74,17 @@ def test_meta_gradient_agrees_with_finite_difference_through_the_virtual_step():
 
     def fast_outputs_after_virtual_step():
         """First-order re-computation: the virtual SGD step, then the fast model's outputs."""
-        weights_before = [v.numpy() for v in model.backbone.trainable_variables]
+        weights_before = [v.numpy() for v in stepped]
         with tf.GradientTape() as inner:
             logits = model.backbone(x, training=True)["logits"]
             per_sample = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
             weights = model.meta_model(tf.stop_gradient(per_sample)[:, None])[:, 0]
             loss = tf.reduce_sum(weights / tf.reduce_sum(weights) * per_sample)
-        grads = inner.gradient(loss, model.backbone.trainable_variables)
-        for variable, grad in zip(model.backbone.trainable_variables, grads):
+        grads = inner.gradient(loss, stepped)
+        for variable, grad in zip(stepped, grads):
             variable.assign_sub(0.5 * grad)
         fast = model.backbone(x_meta, training=True)
-        for variable, weight in zip(model.backbone.trainable_variables, weights_before):
+        for variable, weight in zip(stepped, weights_before):
             variable.assign(weight)
         return fast["features"].numpy().astype("float64"), fast["logits"].numpy().astype("float64")
 
@@ -121,9 +132,10 @@ def test_virtual_step_leaves_batch_norm_statistics_to_the_real_step():
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_without_meta_updates_it_equals_plain_weighted_training():
+@pytest.mark.parametrize("virtual_step", ["full", "head"])
+def test_without_meta_updates_it_equals_plain_weighted_training(virtual_step):
     x, y = tiny_data(n=10)
-    model = tiny_model()
+    model = tiny_model(virtual_step=virtual_step)
     model.compile(optimizer=keras.optimizers.SGD(0.1), meta_optimizer=keras.optimizers.SGD(0.0))
     reference = keras.models.clone_model(model.backbone)
     reference.set_weights(model.backbone.get_weights())
@@ -145,14 +157,108 @@ def test_without_meta_updates_it_equals_plain_weighted_training():
         np.testing.assert_array_equal(got.numpy(), expected)
 
 
-def test_meta_every_skips_meta_updates_between_meta_steps():
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla", "steps_per_execution"])
+def test_meta_every_skips_meta_updates_between_meta_steps(mode):
     x, y = tiny_data(n=30)
-    model = tiny_model(meta_every=3)
-    model.compile(optimizer=keras.optimizers.SGD(0.1), meta_optimizer=keras.optimizers.SGD(0.01))
+    model = tiny_model(meta_every=2)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        meta_optimizer=keras.optimizers.SGD(0.01),
+        run_eagerly=mode == "eager",
+        jit_compile=mode == "xla",
+        steps_per_execution=3 if mode == "steps_per_execution" else 1,
+    )
     model.fit(clid_stream(x, y, batch=10), epochs=1, verbose=0)
-    # Steps 0, 1, 2: one meta update (at step 0) in three steps.
-    assert int(model.meta_optimizer.iterations.numpy()) == 1
+    # Steps 0, 1, 2: meta updates at steps 0 and 2.
+    assert int(model.meta_optimizer.iterations.numpy()) == 2
     assert int(model.optimizer.iterations.numpy()) == 3
+    # The schedule goes on from the optimiser's step count in the next fit: steps 3, 4, 5.
+    history = model.fit(clid_stream(x, y, batch=10), epochs=1, verbose=0)
+    assert int(model.meta_optimizer.iterations.numpy()) == 3
+    assert np.isfinite(history.history["meta_loss"][-1])
+
+
+def test_meta_every_under_a_mirrored_strategy(two_cpu_strategy):
+    x, y = tiny_data(n=60)
+    strategy = two_cpu_strategy
+    with strategy.scope():
+        model = tiny_model(meta_every=2)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), meta_optimizer=keras.optimizers.SGD(0.1))
+    before = [v.numpy().copy() for v in model.meta_model.trainable_variables]
+    history = model.fit(clid_stream(x, y, batch=20), epochs=1, verbose=0)
+    # Steps 0, 1, 2: meta updates at steps 0 and 2, and the meta-model moved.
+    assert int(model.meta_optimizer.iterations.numpy()) == 2
+    assert int(model.optimizer.iterations.numpy()) == 3
+    assert np.isfinite(history.history["meta_loss"][-1])
+    after = [v.numpy() for v in model.meta_model.trainable_variables]
+    assert any(not np.allclose(b, a) for b, a in zip(before, after))
+    # Replicas stay in sync: every replica's copy of the meta-model holds the same values.
+    for variable in model.meta_model.trainable_variables:
+        copies = [v.numpy() for v in strategy.experimental_local_results(variable.value)]
+        np.testing.assert_array_equal(copies[0], copies[1])
+
+    with strategy.scope():
+        several = tiny_model(meta_every=2)
+        several.compile(optimizer=keras.optimizers.SGD(0.1), steps_per_execution=2)
+    with pytest.raises(ValueError, match="steps_per_execution=2"):
+        several.fit(clid_stream(x, y, batch=20), epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("meta_model", ["wnet", "vri"])
+def test_head_virtual_step_trains_the_meta_model(meta_model):
+    x, y = tiny_data()
+    model = tiny_model(meta_model, virtual_step="head")
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    before = [v.numpy().copy() for v in model.meta_model.trainable_variables]
+    history = model.fit(clid_stream(x, y), epochs=2, verbose=0)
+    assert all(np.isfinite(values[-1]) for values in history.history.values())
+    after = [v.numpy() for v in model.meta_model.trainable_variables]
+    assert any(not np.allclose(b, a) for b, a in zip(before, after)), "meta-model never moved"
+
+
+def test_head_virtual_step_finds_the_logits_layer_of_a_wrapped_model():
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
+    model = CLIDMUModel(
+        keras.Model(inputs, keras.layers.Dense(3, name="out")(hidden)),
+        feature_layer="hidden",
+        virtual_step="head",
+    )
+    from clidmu_tf.backbones.logits_layer import logits_layer
+
+    assert logits_layer(model.backbone).name == "out"
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    x, y = tiny_data()
+    assert np.isfinite(model.fit(clid_stream(x, y), epochs=1, verbose=0).history["meta_loss"][-1])
+
+
+def _layers_after_features(kind):
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
+    if kind == "activation":
+        return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
+    if kind == "layer in between":
+        return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dropout(0.5)(hidden)))
+    if kind == "not dense":
+        return keras.Model(inputs, keras.layers.Lambda(lambda t: t[:, :3])(hidden))
+    head = keras.layers.Dense(3)
+    head.trainable = False
+    return keras.Model(inputs, head(hidden))
+
+
+@pytest.mark.parametrize(
+    "kind, match",
+    [
+        ("activation", "activation='softmax'"),
+        ("layer in between", "applied straight"),
+        ("not dense", "Lambda"),
+        ("frozen", "frozen"),
+    ],
+)
+def test_head_virtual_step_needs_an_affine_logits_layer(kind, match):
+    with pytest.raises(ValueError, match=match):
+        CLIDMUModel(_layers_after_features(kind), feature_layer="hidden", virtual_step="head")
+    CLIDMUModel(_layers_after_features(kind), feature_layer="hidden")  # the full step takes it
 
 
 def test_flipped_labels_end_with_lower_weights_on_a_small_noisy_set():
@@ -197,10 +303,10 @@ def test_plain_objective_trains_on_arrays():
     assert history.history["loss"][-1] < history.history["loss"][0]
 
 
-def test_mirrored_strategy_scales_losses_per_replica():
+def test_mirrored_strategy_scales_losses_per_replica(two_cpu_strategy):
     """With two replicas a plain step equals the single-device step on the global batch."""
     x, y = tiny_data(n=20)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = two_cpu_strategy
     with strategy.scope():
         distributed = tiny_model(meta_objective="none")
         distributed.compile(optimizer=keras.optimizers.SGD(0.5))
@@ -223,7 +329,7 @@ def test_mirrored_strategy_scales_losses_per_replica():
 
 def test_keras_file_round_trip_restores_both_optimisers(tmp_path):
     x, y = tiny_data()
-    model = tiny_model(temperature=0.3, meta_every=2)
+    model = tiny_model(temperature=0.3, meta_every=2, virtual_step="head")
     model.compile(
         optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
         meta_optimizer=keras.optimizers.Adam(1e-3),
@@ -233,6 +339,7 @@ def test_keras_file_round_trip_restores_both_optimisers(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert (loaded.temperature, loaded.meta_every, loaded.meta_objective) == (0.3, 2, "clid")
+    assert loaded.virtual_step == "head"
     assert isinstance(loaded.meta_model, MetaWeightNet)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
     assert isinstance(loaded.meta_optimizer, keras.optimizers.Adam)
@@ -258,6 +365,7 @@ def test_paper_meta_optimizer_is_one_argument_away():
         ({"meta_objective": "clean"}, "meta_objective='clean'"),
         ({"temperature": 0}, "temperature=0"),
         ({"meta_every": 0}, "meta_every=0"),
+        ({"virtual_step": "last"}, "virtual_step='last'"),
     ],
 )
 def test_constructor_rejects_bad_arguments(kwargs, match):
@@ -315,7 +423,7 @@ def test_per_sample_weights_checks_lengths():
     model = tiny_model("vri")
     weights = model.per_sample_weights(x, y, batch_size=16)
     assert weights.shape == (40,) and np.all((weights > 0) & (weights < 1))
-    with pytest.raises(ValueError, match="same length"):
+    with pytest.raises(ValueError, match=r"one per input \(N=40\)"):
         model.per_sample_weights(x, y[:-1])
 
 
@@ -354,3 +462,33 @@ def test_backbone_regularisation_losses_are_applied_like_keras():
     assert history.history["loss"][0] == pytest.approx(reference_history.history["loss"][0], rel=1e-5)
     for got, expected in zip(model.backbone.get_weights(), reference.get_weights()):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_second_fit_costs_no_more_than_the_first():
+    """Destroying a used tf.data iterator can wait seconds for its autotuning thread; `fit`
+    leaves that to a background thread, at the end of each epoch and of `fit`."""
+    x, y = tiny_data(n=40)
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    destroyed_on = []
+
+    class WatchIterators(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            iterator = self.model._epoch_iterator.iterator
+            if not any(seen() is iterator for seen in watched):
+                watched.append(weakref.ref(iterator))
+                weakref.finalize(iterator, lambda: destroyed_on.append(threading.get_ident()))
+
+    durations, watched = [], []
+    for _ in range(2):
+        start = time.perf_counter()
+        model.fit(clid_stream(x, y), epochs=2, verbose=0, callbacks=[WatchIterators()])
+        durations.append(time.perf_counter() - start)
+    for thread in threading.enumerate():
+        if thread.name == "release_dataset_iterator":
+            thread.join(timeout=120)
+    # Four epochs, four iterators, none destroyed on the training thread.
+    assert len(watched) == len(destroyed_on) == 4
+    assert threading.get_ident() not in destroyed_on, destroyed_on
+    # The first fit also traces the step.
+    assert durations[1] <= durations[0] + 0.5, durations

@@ -14,6 +14,7 @@ MODULES = [
     "clidmu_tf.backbones.preact_resnet18",
     "clidmu_tf.backbones.wide_resnet",
     "clidmu_tf.backbones.from_model",
+    "clidmu_tf.backbones.dense_logits",
     "clidmu_tf.meta_models.meta_weight_net",
     "clidmu_tf.meta_models.vri_rectifier",
     "clidmu_tf.models.clidmu_model",

@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 
 import keras
 import numpy as np
@@ -178,6 +179,20 @@ def test_exports_a_single_clidmu_model_with_random_verification_inputs(exported,
         exported["model"].predict(x, verbose=0),
         atol=TOLERANCE,
     )
+
+
+def test_the_export_directory_follows_the_umask(exported, tmp_path):
+    # 0o027 tells the umask apart from mkdtemp's fixed 0o700 and from the common 0o022.
+    previous = os.umask(0o027)
+    try:
+        export_ensemble(exported["model"], tmp_path / "shared", formats=("saved_model", "onnx"))
+    finally:
+        os.umask(previous)
+    out_dir = tmp_path / "shared"
+    assert stat.S_IMODE(os.stat(out_dir).st_mode) == 0o750
+    assert stat.S_IMODE(os.stat(out_dir / "saved_model").st_mode) == 0o750
+    for name in ("model.onnx", "model_card.json"):
+        assert stat.S_IMODE(os.stat(out_dir / name).st_mode) == 0o640
 
 
 def test_refuses_a_non_empty_out_dir_and_keeps_its_files(exported, tmp_path):

@@ -321,7 +321,8 @@ def test_arrays_split_and_validation():
     data = from_arrays(x, y, test_fraction=0.25, seed=1)
     assert data.num_classes == 4 and len(data.y_test) == 25
     assert np.all(np.bincount(data.y_test) >= 6)
-    explicit = from_arrays(x, y, x_test=x[:5], y_test=y[:5], num_classes=6)
+    with pytest.warns(UserWarning, match=r"2 of its 6 classes have no training sample \(4, 5\)"):
+        explicit = from_arrays(x, y, x_test=x[:5], y_test=y[:5], num_classes=6)
     assert explicit.num_classes == 6 and len(explicit.y_train) == 100
     with pytest.raises(ValueError, match=r"`x` and `y` must have the same length\. Received: "):
         from_arrays(x, y[:-1])

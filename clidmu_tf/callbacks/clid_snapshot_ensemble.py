@@ -9,7 +9,12 @@ import tensorflow as tf
 from clidmu_tf.atomic_files import save_weights_atomically
 from clidmu_tf.callbacks import snapshot_store
 from clidmu_tf.metrics.clid import CLID
-from clidmu_tf.validation import check_positive_float, check_positive_int, invalid_value
+from clidmu_tf.validation import (
+    check_finite_inputs,
+    check_positive_float,
+    check_positive_int,
+    invalid_value,
+)
 
 DEFAULT_TEMPERATURE = 0.5
 
@@ -40,9 +45,10 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
     again replaces its earlier record.
 
     Args:
-        meta_data: the meta set's inputs (no labels): an array of shape `[N, ...]`, or a
-            finite `tf.data.Dataset` of input batches (or of tuples whose first item is the
-            input batch), used batch by batch as it comes.
+        meta_data: the meta set's inputs (no labels): an array of shape `[N, ...]` (a dict
+            or tuple of such arrays for a multi-input backbone), or a finite
+            `tf.data.Dataset` of input batches (or of tuples whose first item is the input
+            batch), used batch by batch as it comes.
         top_k: positive int, how many epochs to keep (5 in the paper).
         directory: where the snapshots, the manifest and the CSV are written; created if
             absent.
@@ -56,8 +62,8 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
 
     Raises:
         ValueError: for a non-positive `top_k`, `batch_size` or `temperature`, a `meta_data`
-            with fewer than 2 samples, an infinite dataset, or a directory that already
-            holds snapshots while `resume=False`.
+            with fewer than 2 samples or holding NaN or inf, an infinite dataset, or a
+            directory that already holds snapshots while `resume=False`.
 
     Example:
 
@@ -218,9 +224,7 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
         model = self._scored_model() if model is None else model
         temperature = DEFAULT_TEMPERATURE if self.temperature is None else self.temperature
         metric = CLID(temperature=temperature)
-        for batch in self._meta_batches():
-            if batch.shape[0] < 2:
-                continue
+        for batch in self._meta_batches(model):
             outputs = model(batch, training=False)
             if not isinstance(outputs, dict) or not {"logits", "features"} <= set(outputs):
                 raise ValueError(
@@ -228,6 +232,7 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
                     "a CLIDMUModel (its backbone is scored) or a backbone. Received: a model "
                     f"{model.name!r} with outputs of type {type(outputs).__name__}"
                 )
+            # The metric leaves out batches of fewer than 2 samples (see `batch_clid`).
             metric.update_state(None, outputs)
         if float(metric.count.numpy()) == 0:
             raise ValueError(
@@ -256,13 +261,16 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
         backbone = getattr(self.model, "backbone", None)
         return backbone if isinstance(backbone, keras.Model) else self.model
 
-    def _meta_batches(self):
+    def _meta_batches(self, model):
         if isinstance(self.meta_data, tf.data.Dataset):
             for element in self.meta_data:
-                yield element[0] if isinstance(element, (tuple, list)) else element
+                yield _inputs_of(element, model)
             return
-        for start in range(0, len(self.meta_data), self.batch_size):
-            yield self.meta_data[start : start + self.batch_size]
+        size = len(tf.nest.flatten(self.meta_data)[0])
+        for start in range(0, size, self.batch_size):
+            yield tf.nest.map_structure(
+                lambda array: array[start : start + self.batch_size], self.meta_data
+            )
 
 
 def _as_json(value):
@@ -278,13 +286,42 @@ def _check_meta_data(meta_data):
                 "Received: meta_data with infinite cardinality"
             )
         return meta_data
+    structure = meta_data if isinstance(meta_data, (dict, tuple)) else None
     try:
-        array = np.asarray(meta_data)
+        arrays = [np.asarray(leaf) for leaf in tf.nest.flatten(meta_data)]
     except (TypeError, ValueError):
         raise invalid_value("meta_data", "an array or a tf.data.Dataset of inputs", meta_data)
-    if array.ndim < 2 or array.shape[0] < 2 or array.size == 0:
+    if structure is None:
+        arrays = [np.asarray(meta_data)]
+    lengths = {array.shape[0] if array.ndim else 0 for array in arrays}
+    for array in arrays:
+        if array.ndim < 2 or array.shape[0] < 2 or array.size == 0 or array.dtype == object:
+            raise ValueError(
+                "Received an invalid value for `meta_data`, expected a non-empty array of at "
+                f"least 2 samples, shape [N, ...] (or a dict / tuple of such arrays for a "
+                f"multi-input model). Received: meta_data.shape={array.shape}, dtype "
+                f"{array.dtype}"
+            )
+    if len(lengths) > 1:
         raise ValueError(
-            "Received an invalid value for `meta_data`, expected a non-empty array of at "
-            f"least 2 samples, shape [N, ...]. Received: meta_data.shape={array.shape}"
+            "Received an invalid value for `meta_data`: the arrays of a multi-input meta set "
+            f"must hold the same number of samples. Received: lengths {sorted(lengths)}"
         )
-    return array
+    check_finite_inputs(meta_data if structure is not None else arrays[0], "meta_data")
+    if structure is None:
+        return arrays[0]
+    return tf.nest.pack_sequence_as(structure, arrays)
+
+
+def _inputs_of(element, model):
+    """The input batch of a dataset element: the element itself, or its first item.
+
+    An element that has the structure of the model's inputs (a dict, or a tuple for a
+    tuple-input model) is the input batch; any other tuple is read as `(inputs, ...)`.
+    """
+    try:
+        tf.nest.assert_same_structure(element, model.input, check_types=False)
+        return element
+    except (ValueError, TypeError, AttributeError):
+        pass
+    return element[0] if isinstance(element, (tuple, list)) else element

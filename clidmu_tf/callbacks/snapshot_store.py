@@ -113,7 +113,8 @@ def load_snapshot_ensemble(directory, name="clid_snapshot_ensemble"):
         name: name of the returned model.
 
     Returns:
-        A `keras.Model` mapping the backbone's input to the mean logits.
+        A `keras.Model` mapping the backbone's inputs (one tensor, or a dict or tuple of
+        tensors for a multi-input backbone) to the mean logits.
 
     Raises:
         FileNotFoundError: if no snapshot was written yet, or a listed snapshot file is gone.
@@ -134,15 +135,20 @@ def load_snapshot_ensemble(directory, name="clid_snapshot_ensemble"):
             "a non-finite CLID."
         )
     members = [load_member(directory, manifest["backbone"], s) for s in manifest["snapshots"]]
-    if len(members[0].inputs) != 1:
-        raise ValueError(
-            "The snapshot ensemble supports backbones with one input. Received: a backbone "
-            f"with {len(members[0].inputs)} inputs"
+    # The ensemble takes the backbone's inputs in their structure: one tensor, or a dict or
+    # tuple of them for a multi-input backbone.
+    if len(members[0].inputs) == 1:
+        backbone_input = members[0].inputs[0]
+        inputs = keras.Input(
+            shape=tuple(backbone_input.shape[1:]), dtype=backbone_input.dtype, name="inputs"
         )
-    backbone_input = members[0].inputs[0]
-    inputs = keras.Input(
-        shape=tuple(backbone_input.shape[1:]), dtype=backbone_input.dtype, name="inputs"
-    )
+    else:
+        inputs = keras.tree.map_structure(
+            lambda tensor: keras.Input(
+                shape=tuple(tensor.shape[1:]), dtype=tensor.dtype, name=tensor.name
+            ),
+            members[0].input,
+        )
     logits = [member(inputs, training=False)["logits"] for member in members]
     mean_logits = keras.layers.Average(name="mean_logits")(logits)
     return keras.Model(inputs, mean_logits, name=name)

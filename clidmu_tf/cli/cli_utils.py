@@ -3,6 +3,11 @@ arguments of `train` and `tune`, and the exit statuses."""
 
 import argparse
 import difflib
+import logging
+import math
+import os
+import re
+import sys
 
 from clidmu_tf.cli import training_job
 
@@ -38,6 +43,58 @@ class ArgumentParser(argparse.ArgumentParser):
         return namespace
 
 
+def add_verbose_argument(parser, progress):
+    """Adds `--verbose`; `progress` says whether the command shows training progress."""
+    if progress:
+        parser.add_argument(
+            "--verbose", type=int, choices=(0, 1, 2), default=1,
+            help="0 silent; 1 (default) progress: a progress bar on a terminal, one line per "
+            "epoch otherwise (a log file, CI); 2 one line per epoch, and TensorFlow's own log "
+            "messages.",
+        )
+    else:
+        parser.add_argument(
+            "--verbose", type=int, choices=(1, 2), default=1,
+            help="2 also shows TensorFlow's own log messages (default 1: hidden).",
+        )
+
+
+def quiet_tensorflow(verbose):
+    """Hides TensorFlow's own log messages unless `verbose` is 2.
+
+    Must run before TensorFlow is imported: its C++ runtime reads `TF_CPP_MIN_LOG_LEVEL` once.
+    A level the user has set in the environment is kept.
+    """
+    if verbose >= 2:
+        return
+    # 2: the C++ runtime's INFO and WARNING lines (CPU instructions, oneDNN, Grappler
+    # sessions during export), which say nothing about the user's run.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # The Python side: TensorFlow's logger and tf2onnx's conversion notices.
+    for name in ("tensorflow", "tf2onnx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # absl's ("WARNING:absl:" lines of SavedModel export) through its own API: a plain
+    # `logging.getLogger("absl")` made before absl is imported would replace its logger class.
+    try:
+        from absl import logging as absl_logging
+    except ImportError:  # No TensorFlow, hence no absl: an ONNX-only machine.
+        return
+    absl_logging.set_verbosity(absl_logging.ERROR)
+
+
+def fit_verbosity(verbose, stream=None):
+    """The Keras `verbose` for `fit` that the command's `--verbose` asks for.
+
+    Keras redraws its progress bar with carriage returns after every batch, even into a file;
+    when `stream` (standard output by default) is not a terminal, the default `--verbose 1`
+    becomes Keras's 2, one line per epoch.
+    """
+    stream = sys.stdout if stream is None else stream
+    if verbose == 1 and not stream.isatty():
+        return 2
+    return verbose
+
+
 def fail_usage(args, message):
     """Exits with status 2 and `message`, as argparse does, from the sub-command's parser."""
     args.parser.error(message)
@@ -68,29 +125,30 @@ def positive_float(text):
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number. Received: {text!r}")
+    # NaN fails the comparison; inf is refused too (a temperature or learning rate of inf
+    # gives a constant CLID or a NaN step).
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(
+            f"expected a positive finite number. Received: {text!r}"
+        )
     return value
 
 
-def fraction(text):
+def fraction(text, *, one=False):
+    """An argparse type: a number in (0, 1), or in (0, 1] when `one`."""
+    from clidmu_tf.validation import check_fraction
+
     try:
-        value = float(text)
+        return check_fraction("fraction", float(text), one=one)
     except ValueError:
-        value = float("nan")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1). Received: {text!r}")
-    return value
+        interval = "(0, 1]" if one else "(0, 1)"
+        raise argparse.ArgumentTypeError(
+            f"expected a number in {interval}. Received: {text!r}"
+        ) from None
 
 
 def labeled_fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1]. Received: {text!r}")
-    return value
+    return fraction(text, one=True)
 
 
 def image_size(text):
@@ -117,6 +175,49 @@ def export_formats(text):
             f"{list(training_job.EXPORT_FORMATS)}. Received: {text!r}"
         )
     return formats
+
+
+# Library argument names and the command-line options that set them, for `cli_spelling`.
+LIBRARY_TO_CLI = {
+    "meta_size": "--meta-size",
+    "meta_batch_size": "--meta-batch-size",
+    "batch_size": "--batch-size",
+    "train_size": "--limit-train",
+    "class_map": "--class-map",
+    "image_size": "--image-size",
+    "label_file": "--label-file",
+    "data_dir": "--data-dir",
+    "top_k": "--top-k",
+    "learning_rate": "--learning-rate",
+    "meta_learning_rate": "--meta-learning-rate",
+    "temperature": "--temperature",
+    "meta_every": "--meta-every",
+    "noise_rate": "--noise",
+    "overwrite": "--overwrite",
+}
+_LIBRARY_NAME = re.compile(
+    r"(?<![\w-])(" + "|".join(LIBRARY_TO_CLI) + r")(=\(h, w\)|=True(?![\w-])|(?![\w-]))"
+)
+
+
+def cli_spelling(message):
+    """`message` with the library's argument names replaced by the options that set them.
+
+    The library names its arguments as Python does (`meta_size=5000`, `overwrite=True`,
+    `image_size=(h, w)`); on the command line the user typed `--meta-size 5000`, so errors
+    raised by the library are reworded before they are printed.
+
+    Example:
+
+    >>> cli_spelling("Received: meta_size=5000; pass overwrite=True")
+    'Received: --meta-size=5000; pass --overwrite'
+    """
+
+    def replace(match):
+        option = LIBRARY_TO_CLI[match.group(1)]
+        return f"{option} HxW" if match.group(2) == "=(h, w)" else option
+
+    return _LIBRARY_NAME.sub(replace, str(message))
 
 
 def add_data_arguments(parser):

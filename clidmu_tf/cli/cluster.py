@@ -49,7 +49,7 @@ def read_tf_config(environ=None):
     try:
         config = json.loads(text)
     except json.JSONDecodeError as error:
-        raise _invalid(text, f"JSON ({error.msg} at character {error.pos})") from None
+        raise _invalid(text, f"valid JSON ({error.msg} at character {error.pos})") from None
     if not isinstance(config, dict):
         raise _invalid(text, "a JSON object with 'cluster' and 'task'")
     cluster, task = config.get("cluster"), config.get("task")

@@ -135,27 +135,29 @@ def load_unlabeled_like(dataset, directory, dataset_argument):
 
 
 def _load_npz(path, *, image_size):
-    import numpy as np
-
     from clidmu_tf import pipelines
+    from clidmu_tf.cli.input_files import read_npz
 
-    with np.load(path, allow_pickle=False) as arrays:
-        missing = [key for key in ("x", "y") if key not in arrays]
-        if missing:
-            raise ValueError(
-                f"The dataset file {path!r} must hold arrays named 'x' and 'y' (and optionally "
-                f"'x_test', 'y_test', 'class_names'). Missing: {missing}; found: "
-                f"{sorted(arrays.files)}"
-            )
-        contents = {key: arrays[key] for key in arrays.files}
+    contents = read_npz(path)
+    missing = [key for key in ("x", "y") if key not in contents]
+    if missing:
+        raise ValueError(
+            f"The dataset file {path!r} must hold arrays named 'x' and 'y' (and optionally "
+            f"'x_test', 'y_test', 'class_names'). Missing: {missing}; found: "
+            f"{sorted(contents)}"
+        )
     class_names = contents.get("class_names")
-    return pipelines.from_arrays(
-        contents["x"],
-        contents["y"],
-        x_test=contents.get("x_test"),
-        y_test=contents.get("y_test"),
-        num_classes=None if class_names is None else len(class_names),
-        class_names=None if class_names is None else [str(name) for name in class_names],
-        name=os.path.splitext(os.path.basename(path))[0],
-        image_size=image_size,
-    )
+    try:
+        return pipelines.from_arrays(
+            contents["x"],
+            contents["y"],
+            x_test=contents.get("x_test"),
+            y_test=contents.get("y_test"),
+            num_classes=None if class_names is None else len(class_names),
+            class_names=None if class_names is None else [str(name) for name in class_names],
+            name=os.path.splitext(os.path.basename(path))[0],
+            image_size=image_size,
+        )
+    except ValueError as error:
+        # The library's checks name the array (`y`, `x_test`); say which file it came from.
+        raise ValueError(f"The dataset file {path!r}: {error}") from None

@@ -28,6 +28,7 @@ def register_subparser(commands):
                           help="with a run directory: which of its models (default ensemble).")
     evaluate.add_argument("--output", metavar="JSON", help="also write the result here.")
     evaluate.add_argument("--batch-size", type=cli_utils.positive_int, default=256, metavar="N")
+    cli_utils.add_verbose_argument(evaluate, progress=False)
 
 
 def run(args):
@@ -35,8 +36,9 @@ def run(args):
     import numpy as np
 
     from clidmu_tf.cli.data_sources import check_dataset_argument, load_source_dataset
-    from clidmu_tf.cli.input_files import read_array
+    from clidmu_tf.cli.input_files import read_array, read_inputs
     from clidmu_tf.cli.loaded_classifier import LoadedClassifier
+    from clidmu_tf.validation import check_class_ids
 
     if (args.inputs is None) != (args.labels is None):
         cli_utils.fail_usage(args, "pass both --inputs and --labels, or neither.")
@@ -53,7 +55,9 @@ def run(args):
         )
     classifier = LoadedClassifier(args.model, model_kind=args.model_kind)
     if args.inputs is not None:
-        x, y = read_array(args.inputs), np.asarray(read_array(args.labels)).reshape(-1)
+        # The reader `predict` uses: the same scaling (uint8 / 255) and the same checks.
+        _, x = read_inputs(args.inputs, classifier.input_shape)
+        y = check_class_ids(read_array(args.labels), "--labels", length=len(x))
         source = args.inputs
     else:
         if args.dataset is None:
@@ -64,17 +68,11 @@ def run(args):
             )
         x, y = dataset.inputs(split="test"), dataset.y_test
         source = f"{dataset.name} (test split)"
-    if len(x) != len(y):
-        raise ValueError(
-            f"--inputs and --labels must have the same length. Received: {len(x)} inputs and "
-            f"{len(y)} labels"
-        )
     probabilities = classifier.predict_proba(x, batch_size=args.batch_size)
-    if y.min() < 0 or y.max() >= probabilities.shape[1]:
-        raise ValueError(
-            f"The labels must be class ids in [0, {probabilities.shape[1]}). Received labels in "
-            f"[{y.min()}, {y.max()}]"
-        )
+    # Labels beyond the model's classes: a --labels file or a --dataset of other classes.
+    y = check_class_ids(
+        y, "--labels" if args.inputs else "y_test", num_classes=probabilities.shape[1]
+    )
     predicted = probabilities.argmax(axis=1)
     true_class_probability = np.maximum(probabilities[np.arange(len(y)), y], 1e-12)
     classes = probabilities.shape[1]

@@ -1,6 +1,7 @@
 """`clidmu-tf export`: a finished run's model to SavedModel and ONNX, verified."""
 
 import json
+import sys
 
 from clidmu_tf.cli import cli_utils, training_job
 from clidmu_tf.cli.run_directory import RunDirectory
@@ -14,7 +15,8 @@ def register_subparser(commands):
         help="export a run's snapshot ensemble to SavedModel and ONNX, verified",
         description="Export a finished run's CLID snapshot ensemble (or its final or baseline "
         "model) to SavedModel and ONNX, verify both against Keras on the test split, and write "
-        "model_card.json.",
+        "model_card.json. The snapshots of a run that did not finish (killed, failed or "
+        "diverged) can be exported too, with a warning.",
     )
     export.set_defaults(handler=run, parser=export)
     export.add_argument("run_dir", metavar="RUN_DIR")
@@ -26,22 +28,32 @@ def register_subparser(commands):
                         help="comma-separated subset of saved_model,onnx (default both).")
     export.add_argument("--overwrite", action="store_true",
                         help="replace an existing export directory.")
+    cli_utils.add_verbose_argument(export, progress=False)
 
 
 def run(args):
     """Exports the run's model and prints the verification; returns the exit status."""
+    if not args.formats:
+        cli_utils.fail_usage(args, "--formats must name at least one of saved_model, onnx.")
+    run_directory = RunDirectory(args.run_dir)
+    # The snapshots of an unfinished run are whole epochs, kept as they were scored; its
+    # final and baseline models are not results.
+    report = run_directory.report(allow_unfinished=args.model == "ensemble")
+    out = args.out or run_directory.export
+    if report["status"] not in ("completed", "interrupted"):
+        print(
+            f"Warning: the run in {args.run_dir!r} did not finish (status {report['status']!r}); "
+            "exporting the snapshots it kept. Its test accuracy is not known.",
+            file=sys.stderr,
+        )
+    # TensorFlow loads here, once the arguments have been checked.
     import numpy as np
 
     from clidmu_tf.callbacks import read_snapshot_manifest
     from clidmu_tf.export import export_ensemble
 
-    run_directory = RunDirectory(args.run_dir)
-    report = run_directory.report()
-    out = args.out or run_directory.export
-    if not args.formats:
-        cli_utils.fail_usage(args, "--formats must name at least one of saved_model, onnx.")
     model = run_directory.load_model(args.model)
-    dataset = run_directory.load_dataset()
+    dataset = run_directory.load_dataset(allow_unfinished=True)
     members = None
     if args.model == "ensemble":
         members = read_snapshot_manifest(run_directory.snapshots)["snapshots"]

@@ -23,6 +23,7 @@ def register_subparser(commands):
                          help="how many samples to list (default 50).")
     inspect.add_argument("--all", action="store_true", help="list every training sample.")
     inspect.add_argument("--output", metavar="CSV", help="write here instead of to stdout.")
+    cli_utils.add_verbose_argument(inspect, progress=False)
 
 
 def run(args):

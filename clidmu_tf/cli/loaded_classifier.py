@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from clidmu_tf.cli.run_directory import RunDirectory
+from clidmu_tf.cli.run_directory import RunDirectory, load_keras_file
 
 ONNX_FILE = "model.onnx"
 SAVED_MODEL_DIR = "saved_model"
@@ -72,9 +72,7 @@ class LoadedClassifier:
         ):
             self._load_saved_model(path)
         elif path.endswith(".keras"):
-            import keras
-
-            self._set_keras(keras.saving.load_model(path))
+            self._set_keras(load_keras_file(path))
             self.description = f"the Keras model {path!r}"
         else:
             raise ValueError(

@@ -48,10 +48,12 @@ def main(argv=None):
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    cli_utils.quiet_tensorflow(args.verbose)
     try:
         return args.handler(args) or 0
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as error:
-        message = str(error)
+    except (ValueError, OSError, RuntimeError, ImportError) as error:
+        # OSError covers missing files, permissions and a --out locked by another run.
+        message = cli_utils.cli_spelling(error)
         if len(message) > SHOWN_ERROR_CHARACTERS:
             # TensorFlow errors can quote whole tensors; the report keeps the full text.
             message = (
@@ -61,5 +63,9 @@ def main(argv=None):
         print(f"{cli_utils.PROG} {args.command}: error: {message}", file=sys.stderr)
         partial = os.path.join(getattr(args, "out", None) or "", RunReport.PARTIAL_NAME)
         if args.command == "train" and os.path.isfile(partial):
-            print(f"The run failed; its partial report is {partial}.", file=sys.stderr)
+            print(
+                f"The run failed; its partial report is {partial}. Once the cause is removed, "
+                "the same command with --resume continues it from its last completed epoch.",
+                file=sys.stderr,
+            )
         return cli_utils.EXIT_FAILED

@@ -23,13 +23,15 @@ def register_subparser(commands):
                          help="with a run directory: which of its models (default ensemble).")
     predict.add_argument("--output", metavar="CSV", help="write here instead of to stdout.")
     predict.add_argument("--batch-size", type=cli_utils.positive_int, default=256, metavar="N")
+    cli_utils.add_verbose_argument(predict, progress=False)
 
 
 def run(args):
     """Predicts and writes one CSV row per input; returns the exit status."""
-    from clidmu_tf.cli.input_files import read_inputs
+    from clidmu_tf.cli.input_files import check_inputs_path, read_inputs
     from clidmu_tf.cli.loaded_classifier import LoadedClassifier
 
+    check_inputs_path(args.input)
     classifier = LoadedClassifier(args.model, model_kind=args.model_kind)
     names, x = read_inputs(args.input, classifier.input_shape)
     probabilities = classifier.predict_proba(x, batch_size=args.batch_size)

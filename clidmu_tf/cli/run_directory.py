@@ -1,5 +1,6 @@
 """The layout of a `clidmu-tf train` run directory, and how to read a finished run back."""
 
+import contextlib
 import os
 import shutil
 
@@ -24,6 +25,15 @@ class RunDirectory:
     - `training_labels.npz`: which samples were trained on, with their given (noisy) and
       true labels and the meta-model's per-sample weights.
     - `label_errors.csv`: the training samples the meta-model trusts least.
+    - `.resume/`: while a run is going, what `train --resume` continues from (Keras
+      `BackupAndRestore` backups of the model being trained, and the finished CLID-MU model
+      while the baseline trains); removed when the run ends.
+    - `.replaced-run/`: while a run started with `--overwrite` is going, the earlier run's
+      files, put back if the new run fails and deleted once it ends.
+    - `.clidmu-tf.lock`: held by the `train` process writing the directory.
+
+    Only these names are ever written, moved or deleted; other files (the user's notes) are
+    left alone.
 
     Args:
         path: the directory.
@@ -43,9 +53,28 @@ class RunDirectory:
     PLOTS = "plots"
     TRAINING_LABELS = "training_labels.npz"
     LABEL_ERRORS = "label_errors.csv"
+    RESUME = ".resume"
+    REPLACED = ".replaced-run"
+    LOCK = ".clidmu-tf.lock"
+    # Everything a run writes, so that --overwrite replaces these and nothing else.
+    RUN_ENTRIES = (
+        RunReport.FINAL_NAME,
+        RunReport.PARTIAL_NAME,
+        MODEL,
+        BASELINE_MODEL,
+        SNAPSHOTS,
+        LOGS,
+        EXPORT,
+        PLOTS,
+        TRAINING_LABELS,
+        LABEL_ERRORS,
+        RESUME,
+    )
 
     def __init__(self, path):
         self.path = os.fspath(path)
+        # The process id found in a lock file that nobody held (a killed run's), if any.
+        self.stale_lock_pid = None
 
     def join(self, *parts):
         return os.path.join(self.path, *parts)
@@ -71,45 +100,140 @@ class RunDirectory:
         names = (RunReport.FINAL_NAME, RunReport.PARTIAL_NAME)
         return any(os.path.isfile(self.join(name)) for name in names)
 
-    def check_writable(self, overwrite):
-        """Checks that a new run may be written here, without changing anything.
+    def _user_entries(self):
+        """The directory's entries other than the lock file (empty when it does not exist)."""
+        if not os.path.isdir(self.path):
+            return []
+        return [name for name in os.listdir(self.path) if name != self.LOCK]
+
+    def check_writable(self, overwrite, resume=False):
+        """Checks that a run may be written here, without changing anything.
 
         Args:
             overwrite: whether an earlier run in the directory may be replaced.
+            resume: whether an unfinished run in the directory is to be continued.
 
         Raises:
-            ValueError: if the path is a file; if the directory is not empty and `overwrite`
-                is False; or if it is not empty and holds no earlier run, which `overwrite`
-                never deletes.
+            ValueError: if the path is a file; if the directory is not empty and neither
+                `overwrite` nor `resume` is set; if it is not empty and holds no earlier run,
+                which `overwrite` never replaces; with `resume`, if it holds no unfinished
+                run (none at all, or a finished one).
         """
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise ValueError(
                 "Received an invalid value for `--out`, expected a directory. Received: "
                 f"--out={self.path!r}, which is a file"
             )
-        if not os.path.isdir(self.path) or not os.listdir(self.path):
+        if resume:
+            if os.path.isfile(self.join(RunReport.FINAL_NAME)):
+                raise ValueError(
+                    f"The run in {self.path!r} already finished (it has {RunReport.FINAL_NAME}); "
+                    "there is nothing to --resume. Pass --overwrite to train it again."
+                )
+            if not os.path.isfile(self.join(RunReport.PARTIAL_NAME)):
+                raise ValueError(
+                    f"{self.path!r} holds no unfinished run ({RunReport.PARTIAL_NAME}) to "
+                    "--resume. Leave out --resume to start a new run."
+                )
+            return
+        if not self._user_entries():
             return
         if not overwrite:
             raise ValueError(
                 f"The output directory {self.path!r} exists and is not empty. Pass "
-                "--overwrite to replace the run in it, or choose another --out."
+                "--overwrite to replace the run in it, --resume to continue an unfinished "
+                "one, or choose another --out."
             )
         if not self.is_run:
             raise ValueError(
                 f"The output directory {self.path!r} is not empty and holds no clidmu-tf run "
-                "(no report.json), so --overwrite will not delete it. Choose another --out."
+                "(no report.json), so --overwrite will not replace it. Choose another --out."
             )
 
-    def create(self, overwrite):
-        """Creates the directory, replacing an earlier run when `overwrite` allows it."""
-        self.check_writable(overwrite)
-        if os.path.isdir(self.path) and os.listdir(self.path):
-            shutil.rmtree(self.path)
-        os.makedirs(self.plots, exist_ok=True)
+    @contextlib.contextmanager
+    def lock(self):
+        """Holds the directory's lock file for the `with` block, so one `train` writes it.
 
-    def report(self):
-        """The finished run's report (see `RunReport.load`)."""
-        return RunReport.load(self.path)
+        The lock is a `filelock.FileLock` (an `fcntl` lock on POSIX): the operating system
+        releases it when its process ends, however it ends, so the lock of a killed run is
+        never in the way; the file records the holder's process id for messages. A directory
+        that this call created is removed again on the way out if the block left nothing in
+        it (a run that failed before writing anything leaves no directory behind).
+
+        Raises:
+            RuntimeError: when another process holds the lock (the message gives its pid).
+        """
+        import filelock
+
+        created = not os.path.isdir(self.path)
+        os.makedirs(self.path, exist_ok=True)
+        path = self.join(self.LOCK)
+        lock = filelock.FileLock(path, timeout=0)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise RuntimeError(
+                f"Another clidmu-tf train (pid {_recorded_pid(path) or 'unknown'}) is writing "
+                f"to {self.path!r}: wait for it to end, or choose another --out."
+            ) from None
+        try:
+            previous = _recorded_pid(path)
+            if previous is not None and previous != os.getpid():
+                self.stale_lock_pid = previous
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(f"{os.getpid()}\n")
+            yield self
+        finally:
+            lock.release()
+            if os.path.exists(path):
+                os.remove(path)
+            if created and not os.listdir(self.path):
+                os.rmdir(self.path)
+
+    def replace_aside(self):
+        """Moves the files of the run in the directory into `.replaced-run/`.
+
+        Only `RUN_ENTRIES` are moved; the user's own files stay. A `.replaced-run/` left by
+        a killed run is deleted first (it held the run that killed run was replacing).
+        """
+        aside = self.join(self.REPLACED)
+        if os.path.isdir(aside):
+            shutil.rmtree(aside)
+        present = [name for name in self.RUN_ENTRIES if os.path.lexists(self.join(name))]
+        if not present:
+            return
+        os.makedirs(aside)
+        for name in present:
+            os.replace(self.join(name), os.path.join(aside, name))
+
+    def restore_replaced(self):
+        """Deletes what the failed new run wrote and puts the earlier run back."""
+        aside = self.join(self.REPLACED)
+        if not os.path.isdir(aside):
+            return
+        self.remove_run_files()
+        for name in os.listdir(aside):
+            os.replace(os.path.join(aside, name), self.join(name))
+        os.rmdir(aside)
+
+    def remove_run_files(self, names=None):
+        """Deletes the named run entries (default: all of `RUN_ENTRIES`) that exist."""
+        for name in self.RUN_ENTRIES if names is None else names:
+            path = self.join(name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.remove(path)
+
+    def discard_replaced(self):
+        """Deletes the earlier run's files once the new run has ended."""
+        aside = self.join(self.REPLACED)
+        if os.path.isdir(aside):
+            shutil.rmtree(aside)
+
+    def report(self, allow_unfinished=False):
+        """The run's report (see `RunReport.load`)."""
+        return RunReport.load(self.path, allow_unfinished=allow_unfinished)
 
     def load_model(self, which="final"):
         """Loads a trained model of the run.
@@ -124,8 +248,6 @@ class RunDirectory:
         Raises:
             FileNotFoundError: if the run has no such model.
         """
-        import keras
-
         if which == "ensemble":
             from clidmu_tf.callbacks import load_snapshot_ensemble
 
@@ -139,7 +261,7 @@ class RunDirectory:
         path = self.join(name)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"The run in {self.path!r} has no {which} model ({name}).")
-        return keras.saving.load_model(path)
+        return load_keras_file(path)
 
     def save_training_labels(self, *, indices, given, true, weights=None):
         """Records the trained samples' positions, given and true labels, and weights."""
@@ -159,11 +281,11 @@ class RunDirectory:
         with np.load(path) as arrays:
             return {key: arrays[key] for key in arrays.files}
 
-    def load_dataset(self):
+    def load_dataset(self, allow_unfinished=False):
         """Loads the run's dataset again from its configuration, as training loaded it."""
         from clidmu_tf.cli.data_sources import load_source_dataset
 
-        config = self.report()["config"]
+        config = self.report(allow_unfinished=allow_unfinished)["config"]
         image_size = config.get("image_size")
         return load_source_dataset(
             config["dataset"],
@@ -171,3 +293,23 @@ class RunDirectory:
             image_size=None if image_size is None else tuple(image_size),
             label_file=config.get("label_file"),
         )
+
+
+def load_keras_file(path):
+    """Loads a `.keras` file, whose model may be a `CLIDMUModel` with clidmu_tf's parts."""
+    import keras
+
+    # Keras finds a file's custom classes by their registration, which importing their
+    # modules makes; `import clidmu_tf` alone imports none of them.
+    import clidmu_tf.models  # noqa: F401
+
+    return keras.saving.load_model(path)
+
+
+def _recorded_pid(path):
+    """The process id written in a lock file, or None."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return int(handle.read().strip() or "x")
+    except (OSError, ValueError):
+        return None

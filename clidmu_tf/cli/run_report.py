@@ -131,37 +131,79 @@ class RunReport:
         return path
 
     @classmethod
-    def load(cls, directory):
+    def continued(cls, directory):
+        """The report of an unfinished run in `directory`, to continue it (`train --resume`).
+
+        Returns:
+            A `RunReport` holding the partial report's content, with `"status": "running"`
+            again; its timings keep counting from now.
+
+        Raises:
+            FileNotFoundError: when the directory holds no `report.partial.json`.
+            ValueError: when the file is not valid JSON.
+        """
+        report = cls(directory, {})
+        path = os.path.join(report.directory, cls.PARTIAL_NAME)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{directory!r} holds no unfinished run ({cls.PARTIAL_NAME}).")
+        report.data = _read_json(path)
+        report.data.update(status="running", finished_at=None)
+        report.data.pop("error", None)
+        return report
+
+    @classmethod
+    def load(cls, directory, allow_unfinished=False):
         """Reads the `report.json` of a run directory.
 
         Args:
             directory: the run directory.
+            allow_unfinished: whether to return the `report.partial.json` of a run that did
+                not finish (killed, or failed) instead of raising; its `"status"` says so.
 
         Returns:
             The report as a dict.
 
         Raises:
-            FileNotFoundError: when the directory holds no `report.json`; the message says
-                whether the run is still going or failed.
+            FileNotFoundError: when the directory holds no `report.json` (and, with
+                `allow_unfinished`, no partial report either); the message says whether the
+                run is still going or failed.
+            ValueError: when the report is not valid JSON (the message names the file).
         """
         directory = os.fspath(directory)
         path = os.path.join(directory, cls.FINAL_NAME)
         if os.path.isfile(path):
-            with open(path, encoding="utf-8") as handle:
-                return json.load(handle)
+            return _read_json(path)
         partial = os.path.join(directory, cls.PARTIAL_NAME)
         if os.path.isfile(partial):
-            with open(partial, encoding="utf-8") as handle:
-                status = json.load(handle).get("status", "unknown")
+            data = _read_json(partial)
+            if allow_unfinished:
+                return data
             raise FileNotFoundError(
-                f"The run in {directory!r} did not finish (status {status!r} in "
-                f"{cls.PARTIAL_NAME}); it has no {cls.FINAL_NAME}. Train it again with "
-                "`clidmu-tf train --out DIR --overwrite`."
+                f"The run in {directory!r} did not finish (status "
+                f"{data.get('status', 'unknown')!r} in {cls.PARTIAL_NAME}); it has no "
+                f"{cls.FINAL_NAME}. Continue it with the same `clidmu-tf train` command and "
+                "--resume, or export the snapshots it kept with `clidmu-tf export`."
             )
         raise FileNotFoundError(
             f"{directory!r} is not a clidmu-tf run directory: it holds no {cls.FINAL_NAME}. "
             "Create one with `clidmu-tf train --out DIR`."
         )
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"The run report {path!r} is corrupt (not valid JSON: {error}). Train the run "
+            "again, or restore the file."
+        ) from None
+    if not isinstance(data, dict) or "config" not in data:
+        raise ValueError(
+            f"The run report {path!r} is corrupt: expected a JSON object with a 'config' entry."
+        )
+    return data
 
 
 def library_versions():

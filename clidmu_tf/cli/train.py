@@ -54,7 +54,13 @@ def register_subparser(commands):
                        help=f"CLID's temperature (default {defaults['temperature']}).")
     train.add_argument(
         "--meta-every", type=positive_int, metavar="N", default=defaults["meta_every"],
-        help="update the meta-model every N steps (default 1; must be 1 with --distribute).",
+        help="update the meta-model every N steps (default 1).",
+    )
+    train.add_argument(
+        "--virtual-step", choices=("full", "head"), default=defaults["virtual_step"],
+        help="full (default, the paper's): the virtual step updates every classifier weight; "
+        "head: only the last (logits) layer, with the features held fixed, a step that costs "
+        "little more than a plain one (see BENCHMARKS.md).",
     )
     train.add_argument("--learning-rate", type=positive_float, metavar="LR",
                        default=defaults["learning_rate"],
@@ -77,8 +83,16 @@ def register_subparser(commands):
     )
     train.add_argument("--out", required=True, metavar="DIR",
                        help="the run directory to write (must be new or empty).")
-    train.add_argument("--overwrite", action="store_true",
-                       help="replace an earlier run in --out.")
+    train.add_argument(
+        "--overwrite", action="store_true",
+        help="replace an earlier run in --out (only the files a run writes; the earlier run is "
+        "put back if the new one fails).",
+    )
+    train.add_argument(
+        "--resume", action="store_true",
+        help="continue the unfinished run in --out (killed, or failed) from its last completed "
+        "epoch; give the same options as the command that started it.",
+    )
     train.add_argument(
         "--distribute", choices=training_job.DISTRIBUTIONS, default=defaults["distribute"],
         help="none (default); mirrored: tf.distribute.MirroredStrategy over the local GPUs "
@@ -93,34 +107,50 @@ def register_subparser(commands):
         metavar="FORMATS",
         help="comma-separated subset of saved_model,onnx (default both), or none.",
     )
-    train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                       help="0 silent, 1 progress bars (default), 2 one line per epoch.")
+    cli_utils.add_verbose_argument(train, progress=True)
 
 
 def run(args):
     """Checks the arguments, trains, and prints the comparison; returns the exit status."""
     cli_utils.check_data_arguments(args, method=args.method)
+    if args.overwrite and args.resume:
+        cli_utils.fail_usage(args, "pass either --overwrite (start afresh) or --resume, not both.")
     chief = True
     if args.distribute == "multiworker":
         try:
             chief = cluster.is_chief(cluster.read_tf_config())
         except ValueError as error:
             cli_utils.fail_usage(args, str(error))
+        if args.resume:
+            # Only the chief keeps a run directory, so the other workers would start
+            # afresh while the chief continues: their steps would not match.
+            cli_utils.fail_usage(
+                args, "--resume is not available with --distribute multiworker."
+            )
     if chief:
         try:
-            RunDirectory(args.out).check_writable(args.overwrite)
+            RunDirectory(args.out).check_writable(args.overwrite, args.resume)
         except ValueError as error:
             cli_utils.fail_usage(args, str(error))
-    if args.distribute != "none" and args.meta_every != 1:
+    meta_batch_size = args.meta_batch_size or args.batch_size
+    if meta_batch_size < 2:
+        option = "--meta-batch-size" if args.meta_batch_size else "--batch-size"
         cli_utils.fail_usage(
             args,
-            f"--meta-every must be 1 with --distribute {args.distribute} (the skipped meta "
-            f"update cannot synchronise replicas). Received: --meta-every={args.meta_every}",
+            f"CLID compares the samples of a meta batch with each other and needs at least 2 "
+            f"per batch (the meta batch size defaults to --batch-size). Received: "
+            f"{option}={meta_batch_size}",
         )
     config = {key: getattr(args, key) for key in training_job.DEFAULTS}
     if not chief:
         return _run_as_worker(config, args)
-    job = training_job.TrainingJob(config, args.out, overwrite=args.overwrite, verbose=args.verbose)
+    job = training_job.TrainingJob(
+        config,
+        args.out,
+        overwrite=args.overwrite,
+        verbose=cli_utils.fit_verbosity(args.verbose),
+        resume=args.resume,
+    )
     status = job.run()
     print(comparison_table(job.report.data, args.out))
     return cli_utils.EXIT_INTERRUPTED if status == "interrupted" else 0
@@ -134,7 +164,9 @@ def _run_as_worker(config, args):
     """
     scratch = tempfile.mkdtemp(prefix="clidmu-tf-worker-")
     try:
-        job = training_job.TrainingJob(config, scratch, verbose=args.verbose)
+        job = training_job.TrainingJob(
+            config, scratch, verbose=cli_utils.fit_verbosity(args.verbose)
+        )
         status = job.run()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -161,9 +193,16 @@ def comparison_table(report, run_dir):
         text = "n/a" if value is None else f"{value:.4f}"
         lines.append(f"{name:<46}{text:>14}")
 
+    def which_epoch(name):
+        # A model stopped by Ctrl-C is part-way through an epoch; say which.
+        record = report.get(name) or {}
+        if "stopped_in_epoch" in record:
+            return f"stopped in epoch {record['stopped_in_epoch']} of {config['epochs']}"
+        return f"epoch {len(record.get('epochs', []))}, last"
+
     if "baseline_test_accuracy" in report:
-        row("cross-entropy baseline (last epoch)", report["baseline_test_accuracy"])
-    row(f"{config['method']} (last epoch)", report.get("test_accuracy"))
+        row(f"cross-entropy baseline ({which_epoch('baseline')})", report["baseline_test_accuracy"])
+    row(f"{config['method']} ({which_epoch('method')})", report.get("test_accuracy"))
     ensemble = report.get("ensemble") or {}
     if "lowest_clid_epoch" in ensemble:
         row(f"{config['method']} (epoch {ensemble['lowest_clid_epoch']}, lowest CLID)",

@@ -1,14 +1,16 @@
 """The `clidmu-tf train` job: CLID-MU and a cross-entropy baseline on the same noisy data,
 the CLID snapshot ensemble, its export, the plots and the report."""
 
+import json
 import os
+import shutil
 import sys
+import time
 import traceback
 
-import keras
 import numpy as np
 
-from clidmu_tf.cli.run_directory import RunDirectory
+from clidmu_tf.cli.run_directory import RunDirectory, load_keras_file
 from clidmu_tf.cli.run_report import RunReport
 
 # Each method is a meta-model and a meta objective of `CLIDMUModel`.
@@ -47,6 +49,7 @@ DEFAULTS = {
     "meta_batch_size": None,
     "temperature": 0.5,
     "meta_every": 1,
+    "virtual_step": "full",
     "learning_rate": 0.05,
     "lr_schedule": "cosine",
     "meta_learning_rate": 1e-2,
@@ -165,15 +168,27 @@ class TrainingJob:
     on the test split; rank the training samples the meta-model trusts least; export the
     ensemble to SavedModel and ONNX (verified); draw the plots; write `report.json`.
 
+    The job holds the run directory's lock from start to end (a second job on the same
+    directory is refused), and loads the data, builds the training data and the model and
+    checks them before it writes anything: an error found there leaves the directory as it
+    was (and removes it if the job created it). With `overwrite`, the earlier run's files
+    are moved aside and deleted only when the new run ends; if it fails they are put back.
+
     A `KeyboardInterrupt` during training stops the training stages: the snapshots saved so
     far are kept, the evaluation, ranking and plots still run (the export does not), and
-    the report is written with `"status": "interrupted"`. Any other error leaves only
-    `report.partial.json`, marked `"failed"` with the error.
+    the report is written with `"status": "interrupted"`; each model's row says in which
+    epoch it was stopped. Any other error (a diverged loss stops training at its first
+    non-finite batch) leaves `report.partial.json` marked `"failed"` with the error, the
+    snapshots kept so far and what `resume` needs, but no `model.keras`, so a failed run
+    never looks like a result. After every epoch the training state is backed up with
+    Keras's `BackupAndRestore`, so a run killed outright continues with `resume=True`.
 
     Args:
         config: a dict with the keys of `DEFAULTS` (missing keys take those values).
         directory: the run directory; created (or, with `overwrite`, replaced).
         overwrite: whether an earlier run in `directory` may be replaced.
+        resume: whether to continue the unfinished run in `directory` from its last
+            completed epoch (its configuration must equal `config`).
         verbose: Keras verbosity of `fit` (0 silent, 1 progress bars, 2 one line per
             epoch); stage messages are printed unless it is 0.
         stream: where stage messages go.
@@ -185,7 +200,7 @@ class TrainingJob:
     'completed'
     """
 
-    def __init__(self, config, directory, overwrite=False, verbose=1, stream=None):
+    def __init__(self, config, directory, overwrite=False, verbose=1, stream=None, resume=False):
         unknown = sorted(set(config) - set(DEFAULTS))
         if unknown:
             raise ValueError(
@@ -199,8 +214,9 @@ class TrainingJob:
             )
         self.noise_kind, self.noise_rate = parse_noise(self.config["noise"])
         self.run_directory = RunDirectory(directory)
-        self.run_directory.check_writable(overwrite)
+        self.run_directory.check_writable(overwrite, resume)
         self.overwrite = overwrite
+        self.resume = resume
         self.verbose = verbose
         self.stream = stream or sys.stdout
         self.report = None
@@ -227,15 +243,53 @@ class TrainingJob:
             `"completed"` or `"interrupted"`.
 
         Raises:
-            Exception: whatever made the run fail, after the partial report was marked
-                `"failed"`.
+            RuntimeError: when another process is writing to the directory, or training
+                diverged.
+            Exception: whatever made the run fail; when it failed after writing began, the
+                partial report was marked `"failed"` first.
         """
-        self.run_directory.create(self.overwrite)
-        self.report = RunReport(self.run_directory.path, self.config)
-        self.report.save()
+        with self.run_directory.lock():
+            # Checked again under the lock: another run may have written in the meantime.
+            self.run_directory.check_writable(self.overwrite, self.resume)
+            if self.run_directory.stale_lock_pid is not None:
+                self._say(
+                    f"Found the lock of process {self.run_directory.stale_lock_pid}, which is no "
+                    "longer running (a killed run); taking the directory over."
+                )
+            if self.resume:
+                self._check_resumable()
+            self._prepare()
+            return self._write_run()
+
+    def _check_resumable(self):
+        """Raises unless the unfinished run was started with this job's configuration."""
+        earlier = RunReport.load(self.run_directory.path, allow_unfinished=True)["config"]
+        current = json.loads(json.dumps(self.config))
+        differing = sorted(key for key in current if earlier.get(key) != current[key])
+        if differing:
+            details = ", ".join(
+                f"--{key.replace('_', '-')} {earlier.get(key)!r} then, {current[key]!r} now"
+                for key in differing
+            )
+            raise ValueError(
+                f"--resume continues the run in {self.run_directory.path!r} with the options it "
+                f"was started with, and these differ: {details}. Repeat its command, or pass "
+                "--overwrite instead of --resume to start afresh."
+            )
+
+    def _write_run(self):
+        directory = self.run_directory
+        if self.resume:
+            self.report = RunReport.continued(directory.path)
+            self._say(f"Resuming the run in {directory.path} ...")
+        else:
+            if self.overwrite:
+                directory.replace_aside()
+            self.report = RunReport(directory.path, self.config)
+        os.makedirs(directory.plots, exist_ok=True)
         status = "completed"
         try:
-            self._prepare()
+            self._record_data()
             try:
                 self._train_method()
                 if self.trains_baseline:
@@ -243,6 +297,7 @@ class TrainingJob:
             except KeyboardInterrupt:
                 status = "interrupted"
                 self._say("Interrupted: keeping the snapshots saved so far, writing the report.")
+            self._save_models()
             self._evaluate()
             self._rank_label_errors()
             if status == "completed" and self.config["export_formats"]:
@@ -250,19 +305,13 @@ class TrainingJob:
             self._plot()
             self._wait_for_other_workers()
         except KeyboardInterrupt:
-            self.report.finish("interrupted")
-            return "interrupted"
+            status = "interrupted"
         except BaseException as error:
-            self.report.finish(
-                "failed",
-                error={
-                    "type": type(error).__name__,
-                    "message": str(error),
-                    "traceback": traceback.format_exc(),
-                },
-            )
+            self._fail(error)
             raise
         self.report.finish(status)
+        shutil.rmtree(directory.join(RunDirectory.RESUME), ignore_errors=True)
+        directory.discard_replaced()
         return status
 
     def _wait_for_other_workers(self):
@@ -278,72 +327,116 @@ class TrainingJob:
                 "SUM", self.strategy.run(lambda: tf.constant(1.0)), axis=None
             )
 
+    def _fail(self, error):
+        """Marks the run failed; a run that replaced another gives the earlier one back."""
+        directory = self.run_directory
+        for name in (RunDirectory.MODEL, RunDirectory.BASELINE_MODEL):
+            # A model that did not end its training is not a result (predict would serve it).
+            if os.path.exists(directory.join(name)):
+                os.remove(directory.join(name))
+        if os.path.isdir(directory.join(RunDirectory.REPLACED)):
+            directory.restore_replaced()
+            self._say(f"The run failed; the earlier run in {directory.path} was put back.")
+            return
+        self.report.finish(
+            "failed",
+            error={
+                "type": type(error).__name__,
+                "message": str(error),
+                "traceback": traceback.format_exc(),
+            },
+        )
+
     # Stages.
 
     def _prepare(self):
-        from clidmu_tf.cli.data_sources import load_source_dataset, load_unlabeled_like, stored_dtype
-        from clidmu_tf.pipelines import StreamedDataset
+        import keras
+
+        from clidmu_tf.cli.data_sources import load_source_dataset, load_unlabeled_like
         from clidmu_tf.pipelines import make_training_data
 
         config = self.config
+        # Layer names come from process-wide counters and are part of the backbone's config,
+        # which a resumed run's snapshots are checked against: start them afresh, so that the
+        # same job names its layers the same way in any process.
+        keras.backend.clear_session()
         keras.utils.set_random_seed(config["seed"])
         self.strategy = make_strategy(config["distribute"])
+        self._say(f"Loading {config['dataset']} and injecting noise {config['noise']} ...")
+        started = time.perf_counter()
+        dataset = load_source_dataset(
+            config["dataset"],
+            data_dir=config["data_dir"],
+            image_size=config["image_size"],
+            label_file=config["label_file"],
+            # Unlabelled images are arrays, joined to the training images in memory.
+            stream=config["unlabeled_dir"] is None,
+        )
+        self.unlabeled = (
+            None
+            if config["unlabeled_dir"] is None
+            else load_unlabeled_like(dataset, config["unlabeled_dir"], config["dataset"])
+        )
+        options = {
+            "noise": self.noise_kind,
+            "noise_rate": self.noise_rate,
+            "class_map": config["class_map"],
+            "meta_size": config["meta_size"],
+            "batch_size": config["batch_size"],
+            "meta_batch_size": config["meta_batch_size"],
+            "train_size": config["limit_train"],
+            "labeled_fraction": config["labeled_fraction"],
+            "unlabeled_inputs": self.unlabeled,
+            "augment": None if config["augment"] == "none" else config["augment"],
+            "seed": config["seed"],
+        }
+        self.data = make_training_data(
+            dataset, meta_objective=METHODS[config["method"]][1], **options
+        )
+        self.baseline_data = (
+            make_training_data(dataset, meta_objective="none", **options)
+            if self.trains_baseline
+            else None
+        )
+        self.load_seconds = round(time.perf_counter() - started, 3)
+        data = self.data
+        if len(data.meta_indices) < 2:
+            raise ValueError(
+                f"The meta set holds {len(data.meta_indices)} sample(s); CLID compares samples "
+                "with each other and needs at least 2. Raise --limit-train or --meta-size. "
+                f"Received: --limit-train={config['limit_train']}, "
+                f"--meta-size={config['meta_size']}"
+            )
+        self.test_labels = dataset.y_test
+        self.class_names = list(dataset.class_names) if dataset.class_names else None
+        self.noise_injected = self.noise_kind is not None or dataset.y_train_clean is not None
+        # Built here, before anything is written, so that their errors leave no run behind.
+        self.model = self._compiled_model(METHODS[config["method"]][1], data)
+        self.snapshots = self._snapshot_callback()
+
+    def _record_data(self):
+        from clidmu_tf.cli.data_sources import stored_dtype
+        from clidmu_tf.pipelines import StreamedDataset
+
+        data = self.data
+        self.report["timings"]["load_data"] = self.load_seconds
         self.report["distribution"] = {
             "strategy": type(self.strategy).__name__,
             "replicas": self.strategy.num_replicas_in_sync,
             "workers": count_workers(self.strategy),
         }
-        self._say(f"Loading {config['dataset']} and injecting noise {config['noise']} ...")
-        with self.report.timed("load_data"):
-            dataset = load_source_dataset(
-                config["dataset"],
-                data_dir=config["data_dir"],
-                image_size=config["image_size"],
-                label_file=config["label_file"],
-                # Unlabelled images are arrays, joined to the training images in memory.
-                stream=config["unlabeled_dir"] is None,
-            )
-            unlabeled = (
-                None
-                if config["unlabeled_dir"] is None
-                else load_unlabeled_like(dataset, config["unlabeled_dir"], config["dataset"])
-            )
-            options = {
-                "noise": self.noise_kind,
-                "noise_rate": self.noise_rate,
-                "class_map": config["class_map"],
-                "meta_size": config["meta_size"],
-                "batch_size": config["batch_size"],
-                "meta_batch_size": config["meta_batch_size"],
-                "train_size": config["limit_train"],
-                "labeled_fraction": config["labeled_fraction"],
-                "unlabeled_inputs": unlabeled,
-                "augment": None if config["augment"] == "none" else config["augment"],
-                "seed": config["seed"],
-            }
-            self.data = make_training_data(
-                dataset, meta_objective=METHODS[config["method"]][1], **options
-            )
-            self.baseline_data = (
-                make_training_data(dataset, meta_objective="none", **options)
-                if self.trains_baseline
-                else None
-            )
-        data = self.data
-        self.test_labels = dataset.y_test
-        self.class_names = list(dataset.class_names) if dataset.class_names else None
-        self.noise_injected = self.noise_kind is not None or dataset.y_train_clean is not None
         self.report["data"] = {
             **data.summary(),
             "class_names": self.class_names,
-            "input_dtype": str(stored_dtype(dataset)),
-            "streamed": isinstance(dataset, StreamedDataset),
-            "pixel_scale": dataset.pixel_scale,
-            "labeled_fraction": config["labeled_fraction"],
-            "unlabeled_images": 0 if unlabeled is None else len(unlabeled),
+            "input_dtype": str(stored_dtype(data.dataset)),
+            "streamed": isinstance(data.dataset, StreamedDataset),
+            "pixel_scale": data.dataset.pixel_scale,
+            "labeled_fraction": self.config["labeled_fraction"],
+            "unlabeled_images": 0 if self.unlabeled is None else len(self.unlabeled),
         }
         self.report["noise"] = data.noise_report.to_dict()
-        self.report["method"] = {"name": self.config["method"], "epochs": []}
+        if "method" not in self.report:
+            self.report["method"] = {"name": self.config["method"], "epochs": []}
         self.run_directory.save_training_labels(
             indices=data.train_indices,
             given=data.train_noisy_labels,
@@ -357,6 +450,8 @@ class TrainingJob:
         )
 
     def _compiled_model(self, meta_objective, data):
+        import keras
+
         from clidmu_tf import CLIDMUModel
 
         config = self.config
@@ -371,6 +466,7 @@ class TrainingJob:
                 meta_objective=meta_objective,
                 temperature=config["temperature"],
                 meta_every=config["meta_every"],
+                virtual_step=config["virtual_step"],
                 seed=config["seed"],
             )
             learning_rate = config["learning_rate"]
@@ -398,49 +494,108 @@ class TrainingJob:
             )
         return model
 
-    def _fit(self, model, data, name, callbacks):
-        """Fits `model`, recording every epoch in the report as it ends."""
-        history = self.report[name]["epochs"]
-        recorder = _EpochRecorder(history, self.report)
-        tensorboard = keras.callbacks.TensorBoard(self.run_directory.logs(name))
-        model.fit(
-            data.train,
-            epochs=self.config["epochs"],
-            validation_data=data.evaluation,
-            callbacks=[*callbacks, tensorboard, recorder],
-            verbose=self.verbose,
-        )
-
-    def _train_method(self):
+    def _snapshot_callback(self):
         from clidmu_tf.callbacks import CLIDSnapshotEnsemble
 
+        return CLIDSnapshotEnsemble(
+            self.data.meta_stream,
+            top_k=self.config["top_k"],
+            directory=self.run_directory.snapshots,
+            batch_size=self.data.meta_batch_size,
+            # A resumed run continues its manifest; an overwritten run's snapshots are moved
+            # aside before training starts, so none is found then.
+            resume=self.resume or self.overwrite,
+        )
+
+    def _fit(self, model, data, name, callbacks):
+        """Fits `model` from its last backed-up epoch, recording every epoch in the report.
+
+        Keras's `BackupAndRestore` saves the model's weights and both optimisers' states
+        (the meta-model and the meta-optimiser are attributes of `CLIDMUModel`, so its weight
+        file holds them) after every epoch, and restores them when the fit starts again.
+        The epochs recorded after the backup are dropped, since they run again, and the
+        input streams are run through the completed epochs without training, as `fit`
+        would have run them, so that the shuffling and augmentation of the epochs still to
+        come are those of a run that was never stopped.
+
+        Raises:
+            RuntimeError: when the loss becomes NaN or infinite (training diverged).
+            KeyboardInterrupt: after recording the epoch in which training was stopped.
+        """
+        import keras
+
+        from clidmu_tf.cli.divergence_guard import DivergenceGuard
+        from clidmu_tf.cli.epoch_recorder import EpochRecorder
+
+        history = self.report[name]["epochs"]
+        with self.strategy.scope():
+            # Built as training builds them (the classifier's optimiser on the backbone's
+            # variables, the meta-optimiser on the meta-model's), so that the backup's
+            # optimiser states load into them; BackupAndRestore would build the classifier's
+            # on every trainable variable, and the saved state would be skipped.
+            model.build_optimizers()
+        backup = keras.callbacks.BackupAndRestore(
+            self.run_directory.join(RunDirectory.RESUME, name)
+        )
+        completed = _backed_up_epochs(backup)
+        history[:] = [entry for entry in history if entry["epoch"] <= completed]
+        if completed:
+            self._say(f"Continuing {name} after epoch {completed}, from {backup.backup_dir}.")
+            for _ in range(completed):
+                for _ in data.train:
+                    pass
+                # Keras's epoch iterator opens the next epoch's iterator as soon as an
+                # epoch's batches are used up, and a fresh one when the epoch begins; the
+                # unused one still draws the next reshuffling seed, so it is drawn here too.
+                iter(data.train)
+        recorder = EpochRecorder(history, self.report)
+        guard = DivergenceGuard(self.config["learning_rate"], name)
+        tensorboard = keras.callbacks.TensorBoard(self.run_directory.logs(name))
+        try:
+            model.fit(
+                data.train,
+                epochs=self.config["epochs"],
+                validation_data=data.evaluation,
+                # The recorder and the snapshots come before the backup: an epoch whose end
+                # was not backed up is run again and replaces its records.
+                callbacks=[guard, *callbacks, recorder, backup, tensorboard],
+                verbose=self.verbose,
+            )
+        except KeyboardInterrupt:
+            if len(history) < self.config["epochs"]:
+                self.report[name]["stopped_in_epoch"] = len(history) + 1
+            raise
+
+    def _train_method(self):
         config = self.config
-        meta_objective = METHODS[config["method"]][1]
-        self.model = self._compiled_model(meta_objective, self.data)
+        finished = self.run_directory.join(RunDirectory.RESUME, "method.keras")
+        if self.report["method"].get("trained") and os.path.isfile(finished):
+            # A resumed run whose CLID-MU training had ended: only the baseline is left.
+            self.model = load_keras_file(finished)
+            return
         self._say(
             f"Training {config['method']} ({self.model.backbone.name}, "
             f"{self.model.backbone.count_params():,} parameters) for {config['epochs']} epochs ..."
         )
-        snapshots = CLIDSnapshotEnsemble(
-            self.data.meta_stream,
-            top_k=config["top_k"],
-            directory=self.run_directory.snapshots,
-            batch_size=self.data.meta_batch_size,
-        )
-        try:
-            with self.report.timed("train_method"):
-                self._fit(self.model, self.data, "method", [snapshots])
-        finally:
-            self.model.save(self.run_directory.join(RunDirectory.MODEL))
+        with self.report.timed("train_method"):
+            self._fit(self.model, self.data, "method", [self.snapshots])
+        self.model.save(finished)
+        self.report["method"]["trained"] = True
+        self.report.save()
 
     def _train_baseline(self):
-        self.report["baseline"] = {"name": "ce", "epochs": []}
+        if "baseline" not in self.report:
+            self.report["baseline"] = {"name": "ce", "epochs": []}
         self.baseline = self._compiled_model("none", self.baseline_data)
         self._say(f"Training the cross-entropy baseline for {self.config['epochs']} epochs ...")
-        try:
-            with self.report.timed("train_baseline"):
-                self._fit(self.baseline, self.baseline_data, "baseline", [])
-        finally:
+        with self.report.timed("train_baseline"):
+            self._fit(self.baseline, self.baseline_data, "baseline", [])
+
+    def _save_models(self):
+        """Saves the models that trained (a stopped model's row says in which epoch)."""
+        if self.model is not None:
+            self.model.save(self.run_directory.join(RunDirectory.MODEL))
+        if self.baseline is not None:
             self.baseline.save(self.run_directory.join(RunDirectory.BASELINE_MODEL))
 
     def _evaluate(self):
@@ -633,20 +788,10 @@ class TrainingJob:
         return written
 
 
-class _EpochRecorder(keras.callbacks.Callback):
-    """Appends each epoch's logs to a list and saves the partial report."""
-
-    # Validation runs on the test split, so Keras's `val_` metrics are the test metrics.
-    RENAMES = {"val_accuracy": "test_accuracy", "val_loss": "test_loss", "val_clid": "test_clid"}
-
-    def __init__(self, history, report):
-        super().__init__()
-        self.history = history
-        self.report = report
-
-    def on_epoch_end(self, epoch, logs=None):
-        entry = {"epoch": epoch + 1}
-        for name, value in (logs or {}).items():
-            entry[self.RENAMES.get(name, name)] = float(value)
-        self.history.append(entry)
-        self.report.save()
+def _backed_up_epochs(backup):
+    """The number of epochs a `BackupAndRestore` directory says were completed (0 if none)."""
+    path = os.path.join(backup.backup_dir, "training_metadata.json")
+    if not os.path.isfile(path):
+        return 0
+    with open(path, encoding="utf-8") as handle:
+        return int(json.load(handle).get("epoch", 0))

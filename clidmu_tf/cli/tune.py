@@ -8,6 +8,14 @@ from clidmu_tf.cli import cli_utils, training_job
 TUNE_METHODS = ("clid-wnet", "clid-vri", "wnet-noisy-meta", "wnet-mae-meta", "ce")
 # The keras-tuner project folder inside `tune --out`; its presence means a search to resume.
 TUNE_PROJECT = "search"
+# The options a search was started with, so that resuming it with others is refused.
+SETTINGS_FILE = "search_settings.json"
+# Every option that decides the data, the models or the ranking; --max-trials may grow when
+# a search is resumed, and --verbose changes nothing.
+SEARCH_SETTINGS = (
+    "dataset", "data_dir", "image_size", "label_file", "noise", "class_map", "limit_train",
+    "seed", "method", "backbone", "objective", "tuner", "epochs", "validation_fraction",
+)
 
 
 def register_subparser(commands):
@@ -42,7 +50,7 @@ def register_subparser(commands):
                       help="the search directory (keras-tuner files and summary.json).")
     tune.add_argument("--overwrite", action="store_true",
                       help="start afresh instead of resuming the search in --out.")
-    tune.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
+    cli_utils.add_verbose_argument(tune, progress=True)
 
 
 def run(args):
@@ -67,6 +75,9 @@ def run(args):
             f"--out {args.out!r} is not empty and holds no search to resume or overwrite; "
             "choose another directory.",
         )
+    settings = json.loads(json.dumps({key: getattr(args, key) for key in SEARCH_SETTINGS}))
+    if not args.overwrite:
+        _check_same_search(args, settings)
     from clidmu_tf.tuning import run_search
 
     dataset = load_source_dataset(
@@ -99,6 +110,9 @@ def run(args):
         unlabeled.append(images.astype(np.float32) * np.float32(dataset.pixel_scale))
     noise_known = noise_kind is not None or dataset.y_train_clean is not None
     meta_model, meta_objective = training_job.METHODS[args.method]
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, SETTINGS_FILE), "w", encoding="utf-8") as handle:
+        json.dump(settings, handle, indent=2)
     _, summary = run_search(
         dataset.inputs(train),
         given[train],
@@ -118,13 +132,42 @@ def run(args):
         project_name=TUNE_PROJECT,
         overwrite=args.overwrite,
         seed=args.seed,
-        verbose=args.verbose,
+        verbose=cli_utils.fit_verbosity(args.verbose),
     )
     with open(os.path.join(args.out, "summary.json"), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)
         handle.write("\n")
     print(trials_table(summary))
     return 0
+
+
+def _check_same_search(args, settings):
+    """Refuses to resume a search in --out that was started with other options."""
+    if not os.path.isdir(os.path.join(args.out, TUNE_PROJECT)):
+        return
+    path = os.path.join(args.out, SETTINGS_FILE)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            earlier = json.load(handle)
+    except (OSError, ValueError):
+        cli_utils.fail_usage(
+            args,
+            f"--out {args.out!r} holds a search whose options are not recorded ({SETTINGS_FILE} "
+            "is missing or unreadable), so it cannot be resumed safely. Pass --overwrite to "
+            "start afresh, or choose another --out.",
+        )
+    differing = [key for key in SEARCH_SETTINGS if earlier.get(key) != settings[key]]
+    if differing:
+        details = ", ".join(
+            f"--{key.replace('_', '-')} {earlier.get(key)!r} then, {settings[key]!r} now"
+            for key in differing
+        )
+        cli_utils.fail_usage(
+            args,
+            f"--out {args.out!r} holds a search started with other options ({details}); "
+            "resuming it would rank trials of two settings together. Pass --overwrite to start "
+            "afresh, or choose another --out.",
+        )
 
 
 def trials_table(summary):

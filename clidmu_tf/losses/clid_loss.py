@@ -13,7 +13,7 @@ def _normalize_rows(values):
     return values / ops.maximum(norms, NORM_FLOOR)
 
 
-def _check_batch(features, logits):
+def _check_batch(features, logits, require_pairs=True):
     feature_shape = tuple(features.shape)
     logit_shape = tuple(logits.shape)
     if len(feature_shape) != 2:
@@ -32,7 +32,7 @@ def _check_batch(features, logits):
             "`features` and `logits` must hold the same batch. Received: "
             f"features.shape={feature_shape}, logits.shape={logit_shape}"
         )
-    for size in (batch, other):
+    for size in (batch, other) if require_pairs else ():
         if size is not None and size < 2:
             raise ValueError(
                 "CLID compares the samples of a batch with each other and needs a batch of at "
@@ -78,7 +78,43 @@ def clid_loss(features, logits, temperature=0.5):
     features = ops.convert_to_tensor(features)
     logits = ops.convert_to_tensor(logits)
     _check_batch(features, logits)
+    return ops.mean(_per_sample_clid(features, logits, temperature))
 
+
+def batch_clid(features, logits, temperature=0.5):
+    """CLID of a batch that may hold fewer than 2 samples, with the weight it should get.
+
+    The one rule for every running CLID average (the `clid` and `val_clid` metrics, the meta
+    loss, the snapshot score): a batch of fewer than 2 samples has no pair to compare, so it
+    is left out. Works in eager, graph and XLA execution, whether or not the batch size is
+    known when the function is traced.
+
+    Args:
+        features: tensor of shape `[batch, dim]`, `batch` >= 0.
+        logits: tensor of shape `[batch, num_classes]`.
+        temperature: positive float.
+
+    Returns:
+        `(value, counts)`, float32 scalars: `value` is `clid_loss` of the batch when it holds
+        at least 2 samples, else 0 (with a zero gradient); `counts` is 1.0 or 0.0 accordingly.
+    """
+    features = ops.convert_to_tensor(features)
+    logits = ops.convert_to_tensor(logits)
+    _check_batch(features, logits, require_pairs=False)
+    static_batch = features.shape[0]
+    if static_batch is not None and static_batch < 2:
+        return ops.zeros((), "float32"), ops.zeros((), "float32")
+    per_sample = _per_sample_clid(features, logits, temperature)
+    batch = ops.shape(per_sample)[0]
+    counts = ops.cast(batch >= 2, "float32")
+    # A sum over at most one row divided by at least 1: finite, so the 0 branch of the
+    # `where` passes back a zero gradient, never 0 * NaN.
+    value = ops.sum(per_sample) / ops.cast(ops.maximum(batch, 1), "float32")
+    return ops.where(counts > 0, value, 0.0), counts
+
+
+def _per_sample_clid(features, logits, temperature):
+    """Each sample's cross-entropy between the two layers' neighbourhoods, `[batch]`."""
     features = ops.stop_gradient(ops.cast(features, "float32"))
     logits = ops.cast(logits, "float32")
 
@@ -93,8 +129,7 @@ def clid_loss(features, logits, temperature=0.5):
     row_sums = ops.stop_gradient(ops.sum(output_similarity, axis=1, keepdims=True))
     prediction = output_similarity / row_sums
 
-    cross_entropy = ops.sum(prediction * -ops.log(target + LOG_OFFSET), axis=1)
-    return ops.mean(cross_entropy)
+    return ops.sum(prediction * -ops.log(target + LOG_OFFSET), axis=1)
 
 
 @keras.saving.register_keras_serializable(package="clidmu_tf")

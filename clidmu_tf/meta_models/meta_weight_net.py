@@ -29,7 +29,8 @@ class MetaWeightNet(keras.Model):
         hidden_units: width of the hidden layer (100 in the paper).
         initialization: `"pytorch"` (default) or `"keras"`.
         seed: seed of the initialisers.
-        **kwargs: forwarded to `keras.Model`.
+        **kwargs: forwarded to `keras.Model`; `dtype` defaults to `"float32"` (float32 maths
+            under mixed precision).
 
     Example:
 
@@ -46,6 +47,8 @@ class MetaWeightNet(keras.Model):
     def __init__(self, hidden_units=100, initialization="pytorch", seed=None, **kwargs):
         check_positive_int("hidden_units", hidden_units)
         check_choice("initialization", initialization, INITIALIZATIONS)
+        # The meta-model's maths stay in float32 under mixed precision, like CLID's.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.hidden_units = hidden_units
         self.initialization = initialization
@@ -63,8 +66,12 @@ class MetaWeightNet(keras.Model):
         else:
             hidden_init = {"kernel_initializer": keras.initializers.GlorotUniform(seed)}
             output_init = {"kernel_initializer": keras.initializers.GlorotUniform(seed)}
-        self.hidden = layers.Dense(hidden_units, activation="relu", name="hidden", **hidden_init)
-        self.weight_head = layers.Dense(1, activation="sigmoid", name="weight", **output_init)
+        self.hidden = layers.Dense(
+            hidden_units, activation="relu", name="hidden", dtype=self.dtype_policy, **hidden_init
+        )
+        self.weight_head = layers.Dense(
+            1, activation="sigmoid", name="weight", dtype=self.dtype_policy, **output_init
+        )
 
     def build(self, input_shape):
         self.hidden.build(input_shape)

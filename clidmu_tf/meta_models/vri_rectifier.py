@@ -21,7 +21,8 @@ class VRIRectifier(keras.Model):
         hidden_units: widths of the tanh layers (1024, 512, 512 for 512-d features).
         label_embedding_dim: width of the label embedding (64).
         seed: seed of the initialisers and of the noise `eps`.
-        **kwargs: forwarded to `keras.Model`.
+        **kwargs: forwarded to `keras.Model`. `dtype` defaults to `"float32"` whatever the
+            global policy, so the rectifier computes in float32 under mixed precision.
 
     Example:
 
@@ -43,19 +44,27 @@ class VRIRectifier(keras.Model):
         check_positive_int("label_embedding_dim", label_embedding_dim)
         if not hidden_units:
             raise invalid_value("hidden_units", "a non-empty sequence of widths", hidden_units)
+        # The rectifier's maths stay in float32 under mixed precision: its variance
+        # exp(s / 2) overflows float16 (65504) once s passes about 22, which turns the
+        # meta-gradients into NaN.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.hidden_units = tuple(hidden_units)
         self.label_embedding_dim = label_embedding_dim
         self.seed = seed
         self.noise_seed = keras.random.SeedGenerator(seed)
-        self.label_embedding = layers.Embedding(num_classes, label_embedding_dim, name="label_embedding")
+        self.label_embedding = layers.Embedding(
+            num_classes, label_embedding_dim, name="label_embedding", dtype=self.dtype_policy
+        )
         self.hidden = [
-            layers.Dense(units, activation="tanh", name=f"hidden_{index}")
+            layers.Dense(units, activation="tanh", name=f"hidden_{index}", dtype=self.dtype_policy)
             for index, units in enumerate(self.hidden_units)
         ]
-        self.mean_head = layers.Dense(num_classes, name="mean")
-        self.log_variance_head = layers.Dense(num_classes, name="log_variance")
+        self.mean_head = layers.Dense(num_classes, name="mean", dtype=self.dtype_policy)
+        self.log_variance_head = layers.Dense(
+            num_classes, name="log_variance", dtype=self.dtype_policy
+        )
 
     def build(self, input_shape):
         feature_shape, label_shape = input_shape

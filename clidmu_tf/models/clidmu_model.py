@@ -1,18 +1,32 @@
+import functools
+import threading
+
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from clidmu_tf.backbones.from_model import from_model
-from clidmu_tf.losses.clid_loss import clid_loss
+from clidmu_tf.backbones.logits_layer import logits_layer
+from clidmu_tf.losses.clid_loss import batch_clid
 from clidmu_tf.meta_models.meta_weight_net import MetaWeightNet
 from clidmu_tf.meta_models.vri_rectifier import VRIRectifier
 from clidmu_tf.metrics.clid import CLID
-from clidmu_tf.validation import check_choice, check_positive_float, check_positive_int
+from clidmu_tf.models.guarded_update import apply_if_usable
+from clidmu_tf.validation import (
+    check_choice,
+    check_class_ids,
+    check_finite_inputs,
+    check_non_negative_float,
+    check_positive_float,
+    check_positive_int,
+)
 
 META_MODELS = ("wnet", "vri")
 META_OBJECTIVES = ("clid", "ce_clean", "ce_noisy", "mae_noisy", "none")
 LABELLED_META_OBJECTIVES = ("ce_clean", "ce_noisy", "mae_noisy")
+VIRTUAL_STEPS = ("full", "head")
+DATASET_ITERATORS = (tf.data.Iterator, tf.distribute.DistributedIterator)
 
 
 def default_optimizer():
@@ -66,6 +80,33 @@ def _cross_entropy(labels, logits):
     )
 
 
+class _BackgroundRelease:
+    """Holds the dataset iterator of the current epoch and destroys it on another thread.
+
+    Destroying a `tf.data` iterator that has been read joins its autotuning thread, which can
+    take seconds after a long epoch (measured up to 5 s here, about 10 s reported), and
+    TensorFlow releases the GIL meanwhile. `CLIDMUModel` keeps the last reference to each
+    epoch's iterator here, so that neither the next epoch nor the return of `fit` waits.
+    A plain object on purpose: Keras and TensorFlow do not track it as a model dependency.
+    """
+
+    def __init__(self):
+        self.iterator = None
+
+    def hold(self, iterator):
+        if iterator is not self.iterator:
+            # A new epoch: Keras has let go of the previous iterator.
+            self.release()
+            self.iterator = iterator
+
+    def release(self):
+        held, self.iterator = [self.iterator], None
+        if held[0] is not None:
+            thread = threading.Thread(target=held.clear, name="release_dataset_iterator")
+            thread.daemon = True
+            thread.start()
+
+
 @keras.saving.register_keras_serializable(package="clidmu_tf")
 class CLIDMUModel(keras.Model):
     """A classifier trained on noisy labels with CLID-MU's meta update.
@@ -83,6 +124,17 @@ class CLIDMUModel(keras.Model):
     3. Real step: the updated meta-model re-weights the same batch and the classifier is
        updated with `optimizer`.
 
+    With `virtual_step="head"` (a deviation from method.md, whose Algorithm 1 is
+    `virtual_step="full"`, the default), step 1 updates only the logits layer, the `Dense`
+    layer that maps the features `[B, D]` to the logits `[B, C]`: the fast kernel is
+    `W - lr * features^T @ dL/dlogits` (`[D, C]`) and the fast bias `b - lr * sum(dL/dlogits)`.
+    The features of the training and the meta batch come from the backbone with the real
+    weights (one training-mode forward pass of the meta batch, without gradient), so the
+    fast logits of the meta batch are `meta_features @ W_fast + b_fast` and the meta-gradient
+    is exact for this restricted step. CLID's feature side is the same constant as in the
+    full step; only its logits side changes. No second-order pass goes through the backbone,
+    so a step costs little more than a plain step; the real step is unchanged.
+
     BatchNorm moving statistics change only in the real step. The forward pass of the
     training batch is shared by steps 1 and 3 (same weights, same batch), so the real step
     costs one extra backward pass, not a forward and a backward.
@@ -93,9 +145,17 @@ class CLIDMUModel(keras.Model):
     - `"ce_clean"`, `"ce_noisy"`, `"mae_noisy"`: `((x, y), (x_meta, y_meta))`.
     - `"none"`: `(x, y)`; plain cross-entropy, no meta-model.
 
-    `y` are integer class ids of shape `[B]`. `evaluate` and validation data take plain
-    `(x, y)` and report `loss`, `accuracy` and `clid` (CLID of the model in inference mode;
-    the labels are not used for it, so `val_clid` ranks models without clean labels).
+    `y` are integer class ids of shape `[B]` (or `[B, 1]`). `evaluate` and validation data
+    take plain `(x, y)` and report `loss`, `accuracy` and `clid` (CLID of the model in
+    inference mode; the labels are not used for it, so `val_clid` ranks models without clean
+    labels). `x` may be a dict or a tuple of inputs for a multi-input backbone.
+
+    Before any step, `fit`, `evaluate` and `per_sample_weights` check the labels (integer
+    class ids in range, one per input) and the inputs (no NaN or inf): arrays whole, a
+    dataset's first batch, and `validation_data` likewise. A batch of fewer than 2 samples is
+    left out of the `clid` and `val_clid` averages, and a meta step whose meta batch is too
+    small for the meta loss or whose meta-gradient is not finite is skipped (the meta-model
+    and its optimiser stay as they were) and counted in the `skipped_meta_updates` log.
 
     Args:
         backbone: a Keras model returning `{"logits": [B, C], "features": [B, D]}`, or a
@@ -106,15 +166,24 @@ class CLIDMUModel(keras.Model):
             `"ce_noisy"`, `"mae_noisy"` (baselines that read meta labels) or `"none"`.
         temperature: temperature of CLID's feature side (0.5).
         meta_every: run the meta update every `meta_every` steps; the other steps reuse the
-            current meta-model.
+            current meta-model. Works under `tf.distribute` strategies (the steps with and
+            without the meta update are two compiled functions chosen from Python), except
+            with more than one replica together with `steps_per_execution` > 1.
+        virtual_step: `"full"` (the paper's virtual step on every backbone weight, default)
+            or `"head"` (only the logits layer; see above). `"head"` needs the logits to be
+            a `Dense` layer applied to the features (see
+            `clidmu_tf.backbones.logits_layer.logits_layer`).
         feature_layer: with a backbone that returns only logits, the name of its feature
             layer.
         seed: seed of the meta-model's initialisation.
         **kwargs: forwarded to `keras.Model`.
 
     Raises:
-        ValueError: for an unknown `meta_model` or `meta_objective`, a non-positive
-            `temperature` or `meta_every`, or a backbone without a features output.
+        ValueError: for an unknown `meta_model`, `meta_objective` or `virtual_step`, a
+            `temperature` that is not a finite positive float, a non-positive `meta_every`,
+            a backbone without a features output (or whose softmax output cannot be
+            unwrapped to logits), or, with `virtual_step="head"`, logits that are not a
+            `Dense` layer on the features.
 
     Example:
 
@@ -145,17 +214,21 @@ class CLIDMUModel(keras.Model):
         meta_every=1,
         feature_layer=None,
         seed=None,
+        virtual_step="full",
         **kwargs,
     ):
         check_choice("meta_objective", meta_objective, META_OBJECTIVES)
         check_positive_float("temperature", temperature)
         check_positive_int("meta_every", meta_every)
+        check_choice("virtual_step", virtual_step, VIRTUAL_STEPS)
         if not (isinstance(meta_model, keras.Model) or meta_model in META_MODELS):
             raise ValueError(
                 "Received an invalid value for `meta_model`, expected one of "
                 f"{list(META_MODELS)} or a keras.Model. Received: meta_model={meta_model!r}"
             )
         backbone = from_model(backbone, feature_layer)
+        if virtual_step == "head":
+            logits_layer(backbone)  # Raises if the logits are not a Dense on the features.
         super().__init__(**kwargs)
         self.backbone = backbone
         self.meta_model_name = meta_model if isinstance(meta_model, str) else None
@@ -163,12 +236,18 @@ class CLIDMUModel(keras.Model):
         self.meta_objective = meta_objective
         self.temperature = temperature
         self.meta_every = meta_every
+        self.virtual_step = virtual_step
         self.seed = seed
+        # The step count that decides whether the next step runs the meta update; read from
+        # the optimiser when training starts (see make_train_function).
+        self._meta_schedule_step = None
+        self._epoch_iterator = _BackgroundRelease()
         self.meta_optimizer = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.meta_loss_tracker = keras.metrics.Mean(name="meta_loss")
         self.clid_tracker = CLID(temperature=temperature, name="clid")
+        self.skipped_meta_tracker = keras.metrics.Sum(name="skipped_meta_updates")
         self._build_meta_model()
         self.build()
 
@@ -232,6 +311,8 @@ class CLIDMUModel(keras.Model):
             meta_optimizer = paper_meta_optimizer()
         else:
             meta_optimizer = keras.optimizers.get(meta_optimizer)
+        _check_learning_rate(optimizer, "optimizer")
+        _check_learning_rate(meta_optimizer, "meta_optimizer")
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         self.meta_optimizer = meta_optimizer
 
@@ -263,6 +344,7 @@ class CLIDMUModel(keras.Model):
             "meta_objective": self.meta_objective,
             "temperature": self.temperature,
             "meta_every": self.meta_every,
+            "virtual_step": self.virtual_step,
             "seed": self.seed,
         }
 
@@ -307,7 +389,8 @@ class CLIDMUModel(keras.Model):
 
     def _meta_loss(self, outputs, y_meta):
         if self.meta_objective == "clid":
-            return clid_loss(outputs["features"], outputs["logits"], self.temperature)
+            # 0 for a meta batch of fewer than 2 samples; `_meta_update` then skips the step.
+            return batch_clid(outputs["features"], outputs["logits"], self.temperature)[0]
         if self.meta_objective == "mae_noisy":
             probabilities = ops.softmax(ops.cast(outputs["logits"], "float32"), axis=-1)
             true_class = ops.take_along_axis(probabilities, ops.cast(y_meta, "int32")[:, None], axis=-1)
@@ -326,7 +409,8 @@ class CLIDMUModel(keras.Model):
         """The virtual step and the meta loss's gradient with respect to the meta-model.
 
         Args:
-            train_tape: a persistent `tf.GradientTape` that recorded `outputs`.
+            train_tape: a persistent `tf.GradientTape` that recorded `outputs` (read only by
+                the full virtual step).
             outputs: the backbone's training-mode outputs on the training batch.
             labels: the training batch's (noisy) labels, `[B]` int32.
             x_meta: the meta batch's inputs.
@@ -337,40 +421,88 @@ class CLIDMUModel(keras.Model):
             `meta_model.trainable_variables` (scaled for the meta optimiser and for the
             number of replicas, as `optimizer.apply` expects).
         """
-        backbone_variables = self.backbone.trainable_variables
         learning_rate = ops.cast(self.optimizer.learning_rate, "float32")
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if self.virtual_step == "head":
+            # Real weights, outside the meta tape: no gradient flows into the backbone.
+            real_weights = [variable.value for variable in self.backbone.trainable_variables]
+            meta_features = self._stateless_outputs(real_weights, x_meta)["features"]
         with tf.GradientTape() as meta_tape:
             logit_gradient, _ = self._logit_gradient(
                 outputs["logits"], outputs["features"], labels, scale=1.0
             )
-            # Recorded by meta_tape: the virtual gradient is a function of the meta-model.
-            gradients = train_tape.gradient(
-                outputs["logits"], backbone_variables, output_gradients=logit_gradient
-            )
-            fast_weights = [
-                variable.value if gradient is None else variable.value - learning_rate * gradient
-                for variable, gradient in zip(backbone_variables, gradients)
-            ]
-            # Training-mode pass with the fast weights; its moving statistics are dropped.
-            meta_outputs, _ = self.backbone.stateless_call(
-                fast_weights,
-                [variable.value for variable in self.backbone.non_trainable_variables],
-                x_meta,
-                training=True,
-            )
+            if self.virtual_step == "head":
+                meta_outputs = self._fast_head_outputs(
+                    outputs["features"], meta_features, logit_gradient, learning_rate
+                )
+            else:
+                # Recorded by meta_tape: the virtual gradient is a function of the meta-model.
+                gradients = train_tape.gradient(
+                    outputs["logits"],
+                    self.backbone.trainable_variables,
+                    output_gradients=logit_gradient,
+                )
+                fast_weights = [
+                    variable.value
+                    if gradient is None
+                    else variable.value - learning_rate * gradient
+                    for variable, gradient in zip(self.backbone.trainable_variables, gradients)
+                ]
+                meta_outputs = self._stateless_outputs(fast_weights, x_meta)
             meta_loss = self._meta_loss(meta_outputs, y_meta)
             scaled_meta_loss = self.meta_optimizer.scale_loss(meta_loss / replicas)
         meta_gradients = meta_tape.gradient(scaled_meta_loss, self.meta_model.trainable_variables)
         return meta_loss, meta_gradients
 
+    def _stateless_outputs(self, trainable_values, x):
+        """A training-mode pass with the given trainable weights; moving statistics dropped."""
+        outputs, _ = self.backbone.stateless_call(
+            trainable_values,
+            [variable.value for variable in self.backbone.non_trainable_variables],
+            x,
+            training=True,
+        )
+        return outputs
+
+    def _fast_head_outputs(self, features, meta_features, logit_gradient, learning_rate):
+        """The meta batch's outputs after a virtual SGD step on the logits layer alone.
+
+        With `logits = features @ W + b`, the step's gradient is `features^T @ G` for `W`
+        and `sum(G)` for `b`, where `G = dL/dlogits` (`[B, C]`, a function of the
+        meta-model); the features are constants. Computed in float32.
+        """
+        head = logits_layer(self.backbone)
+        features = ops.cast(ops.stop_gradient(features), "float32")
+        meta_features = ops.cast(ops.stop_gradient(meta_features), "float32")
+        logit_gradient = ops.cast(logit_gradient, "float32")
+        fast_kernel = ops.cast(head.kernel, "float32") - learning_rate * ops.matmul(
+            ops.transpose(features), logit_gradient
+        )
+        meta_logits = ops.matmul(meta_features, fast_kernel)
+        if head.bias is not None:
+            fast_bias = ops.cast(head.bias, "float32") - learning_rate * ops.sum(
+                logit_gradient, axis=0
+            )
+            meta_logits = meta_logits + fast_bias
+        return {"logits": meta_logits, "features": meta_features}
+
     def _meta_update(self, train_tape, outputs, labels, x_meta, y_meta):
+        """Returns `(meta_loss, applied)`; `applied` is 0.0 when the update was skipped.
+
+        The update is skipped (and counted in `skipped_meta_updates`) when the
+        meta-gradient is not finite, or when the meta batch is too small for the meta loss
+        (CLID needs 2 samples), so that one bad batch cannot turn the meta-model into NaN.
+        """
         meta_loss, meta_gradients = self.meta_gradients(train_tape, outputs, labels, x_meta, y_meta)
-        self.meta_optimizer.apply(meta_gradients, self.meta_model.trainable_variables)
-        return meta_loss
+        meta_batch = ops.shape(tf.nest.flatten(x_meta)[0])[0]
+        usable = meta_batch >= (2 if self.meta_objective == "clid" else 1)
+        applied = apply_if_usable(
+            self.meta_optimizer, meta_gradients, self.meta_model.trainable_variables, usable
+        )
+        return meta_loss, applied
 
     def _skip_meta_update(self):
-        return ops.zeros((), "float32")
+        return ops.zeros((), "float32"), ops.zeros((), "float32")
 
     def fit(self, x=None, y=None, **kwargs):
         for name in ("sample_weight", "class_weight"):
@@ -382,22 +514,28 @@ class CLIDMUModel(keras.Model):
                     f"Received: {name} of type {type(kwargs[name]).__name__}"
                 )
         replicas = self.distribute_strategy.num_replicas_in_sync
-        if self.meta_every > 1 and replicas > 1:
-            # The skipped meta update is a tf.cond around the meta optimiser, and a
-            # cross-replica synchronisation cannot sit inside a conditional branch.
+        if self.meta_every > 1 and replicas > 1 and self.steps_per_execution > 1:
+            # Several steps in one call schedule the meta update with a tf.cond around the
+            # meta optimiser, and a cross-replica synchronisation cannot sit inside a
+            # conditional branch.
             raise ValueError(
-                "`meta_every` > 1 is not supported under a distribution strategy with more "
-                f"than one replica. Received: meta_every={self.meta_every}, "
-                f"{replicas} replicas"
+                "`meta_every` > 1 with more than one replica needs `steps_per_execution=1` "
+                f"in compile. Received: meta_every={self.meta_every}, {replicas} replicas, "
+                f"steps_per_execution={self.steps_per_execution}"
             )
         self._check_fit_data(x, y)
+        if kwargs.get("validation_data") is not None:
+            self._check_evaluation_data(kwargs["validation_data"], "validation_data")
         if isinstance(x, tf.data.Dataset):
             # A dataset is shuffled by its pipeline; Keras would only warn about the default.
             kwargs.setdefault("shuffle", False)
         if self.compiled:
             with self.distribute_strategy.scope():
                 self.build_optimizers()
-        return super().fit(x, y, **kwargs)
+        try:
+            return super().fit(x, y, **kwargs)
+        finally:
+            self._epoch_iterator.release()
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras (3.15) passes a whole distributed batch to `strategy.reduce`, which takes a
@@ -422,10 +560,13 @@ class CLIDMUModel(keras.Model):
         }.get(self.meta_objective, "((x, y), (x_meta, y_meta))")
 
     def _check_fit_data(self, x, y):
-        """Checks the structure and the first batch of `fit` data before any training."""
+        """Checks the structure and the first batch of `fit` data before any training.
+
+        Arrays are checked whole; a dataset's first element is checked (labels, NaN or inf
+        in the inputs, meta batch size), as reading all of it could take an epoch.
+        """
         if self.meta_objective == "none" and not isinstance(x, tf.data.Dataset):
-            if y is not None:
-                self._check_labels(np.asarray(y), "y")
+            self._check_arrays(x, y, "x", "y")
             return
         if not isinstance(x, tf.data.Dataset):
             raise ValueError(
@@ -434,10 +575,7 @@ class CLIDMUModel(keras.Model):
                 "clidmu_tf.pipelines.make_training_data). Received: x of type "
                 f"{type(x).__name__}"
             )
-        try:
-            first = next(iter(x.take(1)))
-        except StopIteration:
-            raise ValueError("Received an empty dataset: `fit` needs at least one batch.")
+        first = self._first_element(x, "x")
         try:
             batch_x, labels, x_meta, y_meta = self._unpack(first)
         except (TypeError, ValueError):
@@ -446,59 +584,147 @@ class CLIDMUModel(keras.Model):
                 f"be {self._expected_structure()}. Received an element with structure "
                 f"{tf.nest.map_structure(lambda t: tuple(t.shape), first)}"
             )
-        if len(labels.shape) > 1 and not (len(labels.shape) == 2 and labels.shape[1] == 1):
-            raise ValueError(
-                "Labels must be integer class ids of shape [batch] (sparse). Received: y.shape="
-                f"{tuple(labels.shape)}"
-            )
-        if labels.shape[0] != batch_x.shape[0]:
-            raise ValueError(
-                f"`x` and `y` of a batch must have the same length. Received: x.shape="
-                f"{tuple(batch_x.shape)}, y.shape={tuple(labels.shape)}"
-            )
-        self._check_labels(labels.numpy(), "y")
+        self._check_arrays(batch_x, labels, "x", "y")
         if x_meta is not None:
-            meta_size = tf.nest.flatten(x_meta)[0].shape[0]
+            check_finite_inputs(_to_numpy(x_meta), "x_meta")
+            meta_size = _batch_size(x_meta)
             if self.meta_objective == "clid" and meta_size < 2:
                 raise ValueError(
                     "CLID compares the samples of a meta batch with each other and needs at "
                     f"least 2 per batch. Received: meta batch size {meta_size}"
                 )
         if y_meta is not None:
-            self._check_labels(y_meta.numpy(), "y_meta")
-
-    def _check_labels(self, labels, name):
-        labels = labels.reshape(-1)
-        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ValueError(
-                f"Labels `{name}` must lie in [0, {self.num_classes}). Received: values from "
-                f"{labels.min()} to {labels.max()}"
+            check_class_ids(
+                _to_numpy(y_meta),
+                "y_meta",
+                num_classes=self.num_classes,
+                length=_batch_size(x_meta),
             )
 
+    def _check_evaluation_data(self, data, name):
+        """Checks `(x, y)` arrays or the first batch of a dataset given for evaluation."""
+        if isinstance(data, tf.data.Dataset):
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(self._first_element(data, name))
+            self._check_arrays(x, y, f"{name} x", f"{name} y")
+        elif isinstance(data, (tuple, list)) and len(data) in (2, 3):
+            self._check_arrays(data[0], data[1], f"{name}[0]", f"{name}[1]")
+        else:
+            raise ValueError(
+                f"Received an invalid value for `{name}`, expected `(x, y)` arrays or a "
+                f"tf.data.Dataset of `(x, y)` batches. Received: {name} of type "
+                f"{type(data).__name__}"
+            )
+
+    def _check_arrays(self, x, y, x_name, y_name):
+        """Inputs finite; labels integer class ids `[N]` in range, one per input."""
+        x = _to_numpy(x)
+        if _batch_size(x) is not None:
+            check_finite_inputs(x, x_name)
+        if y is not None:
+            check_class_ids(
+                _to_numpy(y),
+                y_name,
+                num_classes=self.num_classes,
+                length=_batch_size(x),
+            )
+
+    @staticmethod
+    def _first_element(dataset, name):
+        try:
+            return next(iter(dataset.take(1)))
+        except StopIteration:
+            raise ValueError(
+                f"Received an empty dataset for `{name}`: it needs at least one batch."
+            ) from None
+
+    def evaluate(self, x=None, y=None, **kwargs):
+        """Scores the model; `(x, y)` or the first batch of a dataset is checked first.
+
+        Raises:
+            ValueError: for labels that are not integer class ids of shape `[N]` in range,
+                or inputs holding NaN or inf, before any batch is scored.
+        """
+        # Keras's own validation pass within `fit` reuses data that `fit` checked already.
+        if not kwargs.get("_use_cached_eval_dataset"):
+            if isinstance(x, tf.data.Dataset):
+                self._check_evaluation_data(x, "x")
+            else:
+                self._check_arrays(x, y, "x", "y")
+        return super().evaluate(x, y, **kwargs)
+
+    def make_train_function(self, force=False):
+        """Builds `train_function`; with `meta_every` > 1, two steps dispatched from Python.
+
+        One compiled step runs the meta update and one does not, and each call picks one
+        by the step count, so no conditional holds the meta optimiser's cross-replica update
+        (which `tf.distribute` forbids) and skipped steps cost no branch. With
+        `steps_per_execution` > 1 several steps run in one call, and `train_step` decides
+        in the graph instead. `fit` and `train_on_batch` call this before training, so the
+        step count is re-read from the optimiser then.
+        """
+        self._meta_schedule_step = None
+        if self.train_function is not None and not force:
+            return self.train_function
+        if self.meta_objective == "none" or self.meta_every == 1 or self.steps_per_execution > 1:
+            super().make_train_function(force=force)
+            step_function = self.train_function
+        else:
+            with_meta = self._make_function(functools.partial(self._train_step, meta_update=True))
+            without_meta = self._make_function(
+                functools.partial(self._train_step, meta_update=False)
+            )
+
+            def step_function(iterator):
+                if self._meta_schedule_step is None:
+                    self._meta_schedule_step = int(ops.convert_to_numpy(self.optimizer.iterations))
+                is_meta_step = self._meta_schedule_step % self.meta_every == 0
+                logs = (with_meta if is_meta_step else without_meta)(iterator)
+                self._meta_schedule_step += 1
+                return logs
+
+        def train_function(iterator):
+            if isinstance(iterator, DATASET_ITERATORS):
+                self._epoch_iterator.hold(iterator)
+            return step_function(iterator)
+
+        self.train_function = train_function
+        return train_function
+
     def train_step(self, data):
+        return self._train_step(data, meta_update=None)
+
+    def _train_step(self, data, meta_update):
+        """One training step. `meta_update`: True or False, or None to follow `meta_every`."""
         x, y, x_meta, y_meta = self._unpack(data)
         labels = ops.reshape(ops.cast(y, "int32"), (-1,))
         backbone_variables = self.backbone.trainable_variables
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if self.meta_objective == "none":
+            meta_update = False
+        elif meta_update is None and self.meta_every == 1:
+            meta_update = True
 
         # The one forward pass of the training batch. It updates BatchNorm's moving
-        # statistics, which is the real step's update (same weights, same batch).
-        with tf.GradientTape(persistent=True) as train_tape:
+        # statistics, which is the real step's update (same weights, same batch). The full
+        # virtual step differentiates it a second time.
+        persistent = meta_update is not False and self.virtual_step == "full"
+        with tf.GradientTape(persistent=persistent) as train_tape:
             outputs = self.backbone(x, training=True)
             regularization = sum(self.backbone.losses) if self.backbone.losses else None
 
-        if self.meta_objective == "none":
-            meta_loss, is_meta_step = self._skip_meta_update(), 0.0
-        elif self.meta_every == 1:
-            meta_loss = self._meta_update(train_tape, outputs, labels, x_meta, y_meta)
+        if meta_update is False:
+            (meta_loss, applied), is_meta_step = self._skip_meta_update(), 0.0
+        elif meta_update:
+            meta_loss, applied = self._meta_update(train_tape, outputs, labels, x_meta, y_meta)
             is_meta_step = 1.0
         else:
             is_meta_step = ops.equal(self.optimizer.iterations % self.meta_every, 0)
-            meta_loss = ops.cond(
+            meta_loss, applied = ops.cond(
                 is_meta_step,
                 lambda: self._meta_update(train_tape, outputs, labels, x_meta, y_meta),
                 self._skip_meta_update,
             )
+        is_meta_step = ops.cast(is_meta_step, "float32")
 
         # Real step: the updated meta-model re-weights the batch; no gradient to it.
         scale = self.optimizer.scale_loss(ops.ones((), "float32")) / replicas
@@ -516,8 +742,10 @@ class CLIDMUModel(keras.Model):
         self.optimizer.apply(gradients, backbone_variables)
 
         self.loss_tracker.update_state(loss)
-        # Steps without a meta update do not dilute the mean meta loss.
-        self.meta_loss_tracker.update_state(meta_loss, sample_weight=ops.cast(is_meta_step, "float32"))
+        # Steps without a meta update (meta_every, or a skipped one) do not enter the mean
+        # meta loss. The skip count is summed over replicas on reading, hence the division.
+        self.meta_loss_tracker.update_state(meta_loss, sample_weight=is_meta_step * applied)
+        self.skipped_meta_tracker.update_state(is_meta_step * (1.0 - applied) / replicas)
         self.accuracy_tracker.update_state(labels, outputs["logits"])
         self.clid_tracker.update_state(None, outputs)
         return _logs_for_workers(self.compute_metrics(x, labels, outputs["logits"]))
@@ -531,7 +759,11 @@ class CLIDMUModel(keras.Model):
         self.clid_tracker.update_state(None, outputs)
         logs = self.compute_metrics(x, labels, outputs["logits"])
         return _logs_for_workers(
-            {name: value for name, value in logs.items() if name != "meta_loss"}
+            {
+                name: value
+                for name, value in logs.items()
+                if name not in ("meta_loss", "skipped_meta_updates")
+            }
         )
 
     def predict_step(self, data):
@@ -546,23 +778,24 @@ class CLIDMUModel(keras.Model):
         flag samples whose labels are likely wrong.
 
         Args:
-            x: inputs, an array.
-            y: integer labels, shape `[N]`.
+            x: inputs, an array (or a dict / tuple of arrays for a multi-input backbone).
+            y: integer class ids, shape `[N]` (or `[N, 1]`).
             batch_size: batch size of the pass.
 
         Returns:
             A float32 numpy array of shape `[N]`.
+
+        Raises:
+            ValueError: for labels that are not integer class ids of shape `[N]` in range or
+                not one per input, or inputs holding NaN or inf.
         """
-        labels = np.asarray(y).reshape(-1).astype("int32")
-        if len(labels) != len(x):
-            raise ValueError(
-                "`x` and `y` must have the same length. Received: "
-                f"len(x)={len(x)}, len(y)={len(labels)}"
-            )
         check_positive_int("batch_size", batch_size)
+        x = _to_numpy(x)
+        check_finite_inputs(x, "x")
+        labels = check_class_ids(y, "y", num_classes=self.num_classes, length=_batch_size(x))
         weights = []
         for start in range(0, len(labels), batch_size):
-            batch_x = x[start : start + batch_size]
+            batch_x = tf.nest.map_structure(lambda array: array[start : start + batch_size], x)
             batch_y = labels[start : start + batch_size]
             outputs = self.backbone(batch_x, training=False)
             if self.uses_rectifier:
@@ -573,3 +806,26 @@ class CLIDMUModel(keras.Model):
                 batch_weights = self.meta_model(per_sample[:, None])[:, 0]
             weights.append(ops.convert_to_numpy(batch_weights))
         return np.concatenate(weights).astype("float32")
+
+
+def _to_numpy(x):
+    """Eager tensors (and nests of them) as NumPy arrays; arrays and None as they are."""
+    return tf.nest.map_structure(
+        lambda value: value.numpy() if isinstance(value, tf.Tensor) else value, x
+    )
+
+
+def _batch_size(x):
+    """The number of samples in `x` (an array, a tensor, or a dict / tuple of them), or None."""
+    first = tf.nest.flatten(x)[0] if x is not None else None
+    shape = getattr(first, "shape", None)
+    return shape[0] if shape else None
+
+
+def _check_learning_rate(optimizer, name):
+    """Refuses an optimiser whose (current) learning rate is negative, NaN or inf."""
+    rate = float(ops.convert_to_numpy(optimizer.learning_rate))
+    try:
+        check_non_negative_float(f"{name}.learning_rate", rate)
+    except ValueError as error:
+        raise ValueError(f"{error}; a NaN or infinite rate makes every step NaN.") from None

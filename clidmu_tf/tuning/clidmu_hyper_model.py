@@ -46,6 +46,8 @@ DEFAULT_LEARNING_RATES = {"wnet": 0.05, "vri": 0.02}
 DEFAULT_META_LEARNING_RATES = {"wnet": 1e-3, "vri": 1e-2}
 META_SIZES = (100, 250, 500, 1000, 2000)
 DEFAULT_META_SIZE = 1000
+BATCH_SIZES = (32, 64, 100, 128, 256)
+DEFAULT_BATCH_SIZE = 100
 
 
 def _scaled(widths, scale):
@@ -56,9 +58,10 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
     """A keras-tuner search space of `CLIDMUModel`s, built to be ranked without clean labels.
 
     `build(hp)` returns a compiled `CLIDMUModel`; `fit(hp, model, x, y, ...)` takes the noisy
-    training arrays and builds the `((x, y), x_meta)` stream itself: the meta set is a seeded
-    subset of `meta_size` training inputs (they stay in training; their labels are not read
-    with `meta_objective="clid"`).
+    training data, arrays or a `tf.data.Dataset` of `(x, y)` batches, and builds the
+    `((x, y), x_meta)` stream itself: the meta set is a seeded random subset of `meta_size`
+    training inputs (they stay in training; their labels are not read with
+    `meta_objective="clid"`).
 
     Search space (name, range, default: the paper's value unless noted):
 
@@ -66,8 +69,9 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
     - `width_multiplier`: 0.25, 0.5, 1, 2; default 1 (the backbone's standard widths).
     - `learning_rate`: 1e-3 to 0.2, log; default 0.05 (0.02 with VRI). Classifier SGD with
       momentum 0.9 and weight decay 5e-3 (the Keras equivalent of the paper's 5e-4).
-    - `batch_size`: 32, 64, 100, 128, 256; default 100. Meta batches have the same size
-      (capped by the meta set), as in the paper.
+    - `batch_size` (array training data only; a dataset's batches are its own): 32, 64,
+      100, 128, 256; default 100. Meta batches have the same size (capped by the meta set),
+      as in the paper. Defined in `fit`, where the data is known.
     - `meta_learning_rate` (not with `"none"`): 1e-5 to 0.1, log; default 1e-3, the
       library's default (SGD; Adam 1e-2 with VRI). The paper's Meta-Weight-Net used 1e-5,
       which on short runs leaves the meta-model at its initialisation.
@@ -130,6 +134,18 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
     >>> tuner.search(x[:80], y[:80], validation_data=(x[80:], y[80:]), epochs=1, verbose=0)
     >>> tuner.get_best_models()[0].predict(x, verbose=0).shape
     (120, 10)
+
+    With `tf.data` (the batch size is then the dataset's):
+
+    >>> import tensorflow as tf
+    >>> train = tf.data.Dataset.from_tensor_slices((x[:80], y[:80])).batch(20)
+    >>> val = tf.data.Dataset.from_tensor_slices((x[80:], y[80:])).batch(20)
+    >>> tuner = keras_tuner.RandomSearch(
+    ...     hypermodel, objective=keras_tuner.Objective("val_clid", "min"),
+    ...     max_trials=1, directory=tempfile.mkdtemp())
+    >>> tuner.search(train, validation_data=val, epochs=1, verbose=0)
+    >>> "batch_size" in tuner.get_best_hyperparameters()[0].values
+    False
 
     Reference:
         Hu et al., "CLID-MU: Cross-Layer Information Divergence Based Meta Update Strategy
@@ -217,7 +233,6 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
                 "learning_rate", 1e-3, 0.2, sampling="log",
                 default=DEFAULT_LEARNING_RATES[self.meta_model],
             ),
-            "batch_size": hp.Choice("batch_size", [32, 64, 100, 128, 256], default=100),
         }
         if self.meta_objective != "none":
             values["meta_learning_rate"] = hp.Float(
@@ -255,27 +270,36 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
         model.build_optimizers()
         return model
 
-    def fit(self, hp, model, x, y, validation_data=None, callbacks=None, shuffle=True, **kwargs):
-        """Trains one trial's model on noisy training arrays.
+    def fit(
+        self, hp, model, x, y=None, validation_data=None, callbacks=None, shuffle=True, **kwargs
+    ):
+        """Trains one trial's model on noisy training data.
 
         Args:
             hp: the trial's `keras_tuner.HyperParameters`.
             model: the model `build(hp)` returned.
-            x: training inputs, an array of shape `[N, *input_shape]`.
-            y: noisy integer training labels, shape `[N]`.
-            validation_data: `(x_val, y_val)`, `(x_val, None)` or `x_val` alone: scored after
-                each epoch as `val_clid` (and `val_loss`, `val_accuracy` with labels).
+            x: training inputs, an array of shape `[N, *input_shape]`; or a finite
+                `tf.data.Dataset` of `(x, y)` batches (`[B, *input_shape]` inputs, `[B]`
+                integer labels), whose batches are used as they come: its batch size is the
+                trial's, and the meta set is drawn from one pass over it.
+            y: noisy integer training labels, shape `[N]`, with arrays; None with a dataset.
+            validation_data: `(x_val, y_val)`, `(x_val, None)` or `x_val` alone, as arrays or
+                as a `tf.data.Dataset` of such batches: scored after each epoch as `val_clid`
+                (and `val_loss`, `val_accuracy` with labels).
             callbacks: Keras callbacks; keras-tuner passes its own here too.
-            shuffle: whether to reshuffle the training data each epoch (seeded).
+            shuffle: with arrays, whether to reshuffle them each epoch (seeded); a dataset
+                keeps its own order, as in `keras.Model.fit`.
             **kwargs: forwarded to `model.fit` (`epochs`, `verbose`, ...). The batch size is
-                the `batch_size` hyperparameter, so `batch_size` is not accepted here.
+                the `batch_size` hyperparameter or the dataset's, so `batch_size` is not
+                accepted here.
 
         Returns:
             The `History` of `model.fit`.
 
         Raises:
             keras_tuner.errors.FatalValueError: (a `ValueError`, which stops the search) for
-                inputs that do not match the hypermodel or arguments it does not take.
+                inputs that do not match the hypermodel (a dataset of anything but `(x, y)`
+                batches included) or arguments it does not take.
             keras_tuner.errors.FailedTrialError: when the training loss becomes non-finite.
         """
         for name in ("batch_size", "validation_split", "validation_batch_size", "sample_weight"):
@@ -286,7 +310,22 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
                     f"go in `validation_data`. Received: {name}={kwargs[name]!r}"
                 )
         values = self._training_hyperparameters(hp)
-        x, y = self._check_arrays("x", x, "y", y)
+        if isinstance(x, tf.data.Dataset):
+            if y is not None:
+                raise keras_tuner.errors.FatalValueError(
+                    "Received a tf.data.Dataset as `x` and labels as `y`: the dataset's "
+                    "batches must hold the labels, as `(x, y)` pairs. Pass y=None."
+                )
+            stream = self._dataset_stream(values, self._check_dataset(x))
+        else:
+            if y is None:
+                raise keras_tuner.errors.FatalValueError(
+                    "`CLIDMUHyperModel.fit` needs the noisy training labels: pass arrays `x` "
+                    "and `y`, or a tf.data.Dataset of `(x, y)` batches as `x`. Received: y=None"
+                )
+            x, y = self._check_arrays("x", x, "y", y)
+            batch_size = hp.Choice("batch_size", list(BATCH_SIZES), default=DEFAULT_BATCH_SIZE)
+            stream = self._array_stream(values, batch_size, x, y, shuffle)
         validation = []
         if validation_data is not None:
             x_val, y_val = self._unpack_validation(validation_data)
@@ -303,7 +342,7 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
         # callbacks see them in the logs.
         callbacks = validation + [keras.callbacks.TerminateOnNaN()] + list(callbacks or [])
         history = model.fit(
-            self._training_stream(values, x, y, shuffle),
+            stream,
             callbacks=callbacks,
             shuffle=False,
             **kwargs,
@@ -316,32 +355,114 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
             )
         return history
 
-    def _training_stream(self, values, x, y, shuffle):
-        """The `fit` stream of the model's data contract, batched by the trial's knobs."""
-        batch_size = values["batch_size"]
+    def _array_stream(self, values, batch_size, x, y, shuffle):
+        """The `fit` stream of the model's data contract from training arrays."""
         train = tf.data.Dataset.from_tensor_slices((x, y))
         if shuffle:
             train = train.shuffle(len(x), seed=self.seed)
         train = train.batch(batch_size)
         if self.meta_objective == "none":
             return train.prefetch(tf.data.AUTOTUNE)
-        pool = x if self.unlabeled_inputs is None else self.unlabeled_inputs
-        meta_size = min(values["meta_size"], len(pool))
-        meta_indices = np.random.default_rng(self.seed).choice(len(pool), meta_size, replace=False)
-        if self.meta_objective in LABELLED_META_OBJECTIVES:
-            meta = tf.data.Dataset.from_tensor_slices((x[meta_indices], y[meta_indices]))
-        else:
-            meta = tf.data.Dataset.from_tensor_slices(pool[meta_indices])
-        # Whole meta batches only: CLID compares the samples of a batch, and a constant
-        # shape keeps the meta step from being traced twice.
-        meta = (
-            meta.shuffle(meta_size, seed=self.seed)
-            .repeat()
-            .batch(min(batch_size, meta_size), drop_remainder=True)
-        )
+        if self.unlabeled_inputs is not None:
+            meta = self._meta_stream(self._unlabeled_meta_set(values), None, batch_size)
+            return tf.data.Dataset.zip((train, meta)).prefetch(tf.data.AUTOTUNE)
+        meta_size = min(values["meta_size"], len(x))
+        meta_indices = np.random.default_rng(self.seed).choice(len(x), meta_size, replace=False)
+        meta = self._meta_stream(x[meta_indices], y[meta_indices], batch_size)
         return tf.data.Dataset.zip((train, meta)).prefetch(tf.data.AUTOTUNE)
 
+    def _dataset_stream(self, values, train):
+        """The `fit` stream of the model's data contract from a dataset of `(x, y)` batches."""
+        if self.meta_objective == "none":
+            return train.prefetch(tf.data.AUTOTUNE)
+        x_meta, y_meta, batch_size = self._draw_meta_set(train, values["meta_size"])
+        if self.unlabeled_inputs is not None:
+            x_meta, y_meta = self._unlabeled_meta_set(values), None
+        meta = self._meta_stream(x_meta, y_meta, batch_size)
+        return tf.data.Dataset.zip((train, meta)).prefetch(tf.data.AUTOTUNE)
+
+    def _unlabeled_meta_set(self, values):
+        """A seeded uniform random subset of `meta_size` of the unlabelled inputs."""
+        pool = self.unlabeled_inputs
+        meta_size = min(values["meta_size"], len(pool))
+        return pool[np.random.default_rng(self.seed).choice(len(pool), meta_size, replace=False)]
+
+    def _meta_stream(self, x_meta, y_meta, batch_size):
+        """Endless meta batches of the batch size (capped by the meta set), reshuffled."""
+        if self.meta_objective in LABELLED_META_OBJECTIVES:
+            meta = tf.data.Dataset.from_tensor_slices((x_meta, y_meta))
+        else:
+            meta = tf.data.Dataset.from_tensor_slices(x_meta)
+        # Whole meta batches only: CLID compares the samples of a batch, and a constant
+        # shape keeps the meta step from being traced twice.
+        return (
+            meta.shuffle(len(x_meta), seed=self.seed)
+            .repeat()
+            .batch(min(batch_size, len(x_meta)), drop_remainder=True)
+        )
+
+    def _draw_meta_set(self, train, meta_size):
+        """A seeded uniform random subset of `meta_size` samples of a dataset, in one pass.
+
+        Reservoir sampling (Vitter's algorithm R): the dataset's length need not be known,
+        and only the subset is held in memory.
+
+        Returns:
+            `(x_meta, y_meta, batch_size)`: the subset's inputs and labels (all samples when
+            the dataset holds fewer), and the dataset's largest batch, the meta batch size.
+        """
+        rng = np.random.default_rng(self.seed)
+        x_meta = y_meta = None
+        seen = batch_size = 0
+        for x_batch, y_batch in train.as_numpy_iterator():
+            batch_size = max(batch_size, len(x_batch))
+            if x_meta is None:
+                x_meta = np.empty((meta_size, *x_batch.shape[1:]), x_batch.dtype)
+                y_meta = np.empty((meta_size,), y_batch.dtype)
+            # Sample number `seen + i` replaces a uniformly drawn slot when that slot is
+            # below `meta_size`; the first `meta_size` samples fill the slots in order.
+            positions = seen + np.arange(len(x_batch))
+            slots = np.where(positions < meta_size, positions, rng.integers(0, positions + 1))
+            for i in np.flatnonzero(slots < meta_size):
+                x_meta[slots[i]], y_meta[slots[i]] = x_batch[i], y_batch[i]
+            seen += len(x_batch)
+        if not seen:
+            raise keras_tuner.errors.FatalValueError(
+                "Received an empty tf.data.Dataset as training data."
+            )
+        kept = min(seen, meta_size)
+        return x_meta[:kept], y_meta[:kept], batch_size
+
+    def _check_dataset(self, dataset):
+        """Checks that `dataset` yields finite `(x, y)` batches that fit the hypermodel."""
+        spec = dataset.element_spec
+        expected_x = tf.TensorShape([None, *self.input_shape])
+        if not (
+            isinstance(spec, tuple)
+            and len(spec) == 2
+            and all(isinstance(part, tf.TensorSpec) for part in spec)
+            and expected_x.is_compatible_with(spec[0].shape)
+            and spec[1].shape.is_compatible_with([None])
+            and spec[1].dtype.is_integer
+        ):
+            raise keras_tuner.errors.FatalValueError(
+                "Received an invalid value for `x`, expected a tf.data.Dataset of `(x, y)` "
+                f"batches: inputs of shape [B, {', '.join(map(str, self.input_shape))}] (the "
+                "hypermodel's `input_shape`) and integer labels of shape [B], for example "
+                "`tf.data.Dataset.from_tensor_slices((x, y)).batch(100)`; the hypermodel "
+                "builds the meta stream itself. Received: a dataset of "
+                f"element_spec={spec}"
+            )
+        if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
+            raise keras_tuner.errors.FatalValueError(
+                "Received an infinite tf.data.Dataset as training data: the meta set is drawn "
+                "from one pass over it, and an epoch is one pass. Pass it without `.repeat()`."
+            )
+        return dataset
+
     def _unpack_validation(self, validation_data):
+        if isinstance(validation_data, tf.data.Dataset):
+            validation_data = dataset_arrays("validation_data", validation_data)
         if isinstance(validation_data, (tuple, list)):
             if len(validation_data) != 2:
                 raise keras_tuner.errors.FatalValueError(
@@ -394,3 +515,32 @@ def _check_backbones(backbone):
             f"backbone={backbone!r}"
         )
     return tuple(names)
+
+
+def dataset_arrays(name, dataset):
+    """The batches of a finite dataset of `x` or `(x, y)` batches, joined into arrays.
+
+    Returns:
+        `x` or `(x, y)` as NumPy arrays, as the dataset's elements are.
+
+    Raises:
+        keras_tuner.errors.FatalValueError: for an infinite or empty dataset, or elements of
+            another structure.
+    """
+    spec = dataset.element_spec
+    pairs = isinstance(spec, tuple) and len(spec) == 2
+    if not (pairs or isinstance(spec, tf.TensorSpec)):
+        raise keras_tuner.errors.FatalValueError(
+            f"Received an invalid value for `{name}`, expected a tf.data.Dataset of `x` or "
+            f"`(x, y)` batches. Received: a dataset of element_spec={spec}"
+        )
+    if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise keras_tuner.errors.FatalValueError(
+            f"Received an infinite tf.data.Dataset as `{name}`; pass it without `.repeat()`."
+        )
+    batches = list(dataset.as_numpy_iterator())
+    if not batches:
+        raise keras_tuner.errors.FatalValueError(f"Received an empty tf.data.Dataset as `{name}`.")
+    if pairs:
+        return tuple(np.concatenate(part) for part in zip(*batches))
+    return np.concatenate(batches)

@@ -1,8 +1,15 @@
 import keras
 import numpy as np
+import tensorflow as tf
 
 from clidmu_tf.metrics.clid import CLID
-from clidmu_tf.validation import check_positive_float, check_positive_int, invalid_value
+from clidmu_tf.validation import (
+    check_class_ids,
+    check_finite_inputs,
+    check_positive_float,
+    check_positive_int,
+    invalid_value,
+)
 
 
 def held_out_scores(model, x, y=None, *, temperature=0.5, batch_size=100):
@@ -45,7 +52,7 @@ def held_out_scores(model, x, y=None, *, temperature=0.5, batch_size=100):
         clid.update_state(None, {"features": features[start:stop], "logits": logits[start:stop]})
     scores = {"clid": float(clid.result())}
     if y is not None:
-        labels = np.asarray(y).reshape(-1)
+        labels = check_class_ids(y, "y", num_classes=logits.shape[-1], length=len(logits))
         cross_entropy = keras.losses.sparse_categorical_crossentropy(
             labels, logits, from_logits=True
         )
@@ -76,8 +83,9 @@ class HeldOutValidation(keras.callbacks.Callback):
             compared models.
 
     Raises:
-        ValueError: for labels of another length than the inputs, an empty `prefix`, or a
-            non-positive `temperature` or `batch_size`.
+        ValueError: for labels that are not integer class ids of shape `[N]` (one per
+            input), inputs holding NaN or inf, an empty `prefix`, or a non-positive
+            `temperature` or `batch_size`.
 
     Example:
 
@@ -98,11 +106,9 @@ class HeldOutValidation(keras.callbacks.Callback):
 
     def __init__(self, x, y=None, prefix="val_clean_", temperature=0.5, batch_size=100):
         super().__init__()
-        if y is not None and len(y) != len(x):
-            raise ValueError(
-                "Received an invalid value for `y`, expected one label per input "
-                f"({len(x)} inputs). Received: y with {len(y)} labels"
-            )
+        check_finite_inputs(x, "x")
+        if y is not None:
+            y = check_class_ids(y, "y", length=len(tf.nest.flatten(x)[0]))
         if not isinstance(prefix, str) or not prefix:
             raise invalid_value("prefix", "a non-empty string", prefix)
         self.x = x

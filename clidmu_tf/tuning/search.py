@@ -4,14 +4,22 @@ import math
 
 import keras_tuner
 import numpy as np
+import tensorflow as tf
 
 from clidmu_tf.tuning.clidmu_hyper_model import (
     DEFAULT_META_SIZE,
     META_SIZES,
     CLIDMUHyperModel,
+    dataset_arrays,
 )
 from clidmu_tf.tuning.held_out_validation import HeldOutValidation
-from clidmu_tf.validation import check_choice, check_positive_int
+from clidmu_tf.validation import (
+    check_all_classes_present,
+    check_choice,
+    check_class_ids,
+    check_finite_inputs,
+    check_positive_int,
+)
 
 # The objectives `run_search` produces, and which way is better. `val_clid` needs no labels;
 # `val_loss` and `val_accuracy` use the (noisy) validation labels; the `val_clean_*` ones
@@ -32,8 +40,8 @@ TUNERS = {
 
 def run_search(
     x_train,
-    y_train,
-    x_val,
+    y_train=None,
+    x_val=None,
     y_val=None,
     *,
     y_val_clean=None,
@@ -67,15 +75,27 @@ def run_search(
 
     When the training set is smaller than the largest `meta_size` choice, the `meta_size`
     choices are cut to the sizes that differ (those below it, and the whole set), unless
-    `hyperparameters` defines `meta_size` or `tune_new_entries` is False.
+    `hyperparameters` defines `meta_size` or `tune_new_entries` is False (training arrays
+    only: a dataset's length is not known before a pass over it).
+
+    The data may come as `tf.data`: a finite dataset of `(x, y)` batches as `x_train` (with
+    `y_train=None`; its batch size is then every trial's, and `batch_size` leaves the search
+    space), and a dataset of `(x, y)` or `x` batches as `x_val` (read once into arrays), for
+    example `run_search(train_ds, x_val=val_ds, num_classes=10)`.
 
     Args:
-        x_train: training inputs, an array of shape `[N, ...]`.
-        y_train: noisy integer training labels, shape `[N]`.
-        x_val: validation inputs, shape `[M, ...]`.
-        y_val: noisy validation labels `[M]`, or None.
-        y_val_clean: clean validation labels `[M]`, or None.
-        num_classes: number of classes; inferred from the largest label when None.
+        x_train: training inputs, an array of shape `[N, ...]`, or a `tf.data.Dataset` of
+            `(x, y)` batches. A single input: multi-input data is refused.
+        y_train: noisy integer training labels, shape `[N]`; None with a dataset.
+        x_val: validation inputs, shape `[M, ...]`, or a `tf.data.Dataset` of `(x, y)` or
+            `x` batches. Required.
+        y_val: noisy validation labels `[M]`, or None (None when `x_val` is a dataset: its
+            labels come from its batches).
+        y_val_clean: clean validation labels `[M]`, in the order of the validation inputs,
+            or None.
+        num_classes: number of classes; inferred from the largest label when None (every
+            class below it must then carry a label; pass it to declare empty classes).
+            Needed when `x_train` is a dataset.
         objective: a name from `OBJECTIVES` (its direction is known), or a
             `keras_tuner.Objective` for anything else in the logs (for example from
             `callbacks`).
@@ -111,8 +131,9 @@ def run_search(
 
     Raises:
         ValueError: for inputs of mismatched shapes or lengths, labels out of range, an
-            unknown objective or tuner, an objective whose labels were not given, or
-            non-positive `max_trials` or `epochs`. Raised before any training.
+            unknown objective or tuner, an objective whose labels were not given, a missing
+            `x_val`, a dataset of another structure than `(x, y)` batches, or non-positive
+            `max_trials` or `epochs`. Raised before any training.
 
     Example:
 
@@ -126,6 +147,20 @@ def run_search(
     >>> [trial["status"] for trial in summary["trials"]]
     ['COMPLETED', 'COMPLETED']
     """
+    if x_val is None:
+        raise ValueError(
+            "`x_val` is required: trials are ranked on held-out inputs (by CLID, which reads "
+            "no labels, by default). Received: x_val=None"
+        )
+    if isinstance(x_val, tf.data.Dataset):
+        if y_val is not None:
+            raise ValueError(
+                "Received a tf.data.Dataset as `x_val` and labels as `y_val`: the labels go "
+                "in the dataset's batches, as `(x, y)` pairs. Pass y_val=None."
+            )
+        x_val = dataset_arrays("x_val", x_val)
+        if isinstance(x_val, tuple):
+            x_val, y_val = x_val
     objective = _check_objective(objective, y_val, y_val_clean)
     if isinstance(tuner, type) and issubclass(tuner, keras_tuner.Tuner):
         tuner_class = tuner
@@ -133,37 +168,58 @@ def run_search(
         tuner_class = TUNERS[check_choice("tuner", tuner, TUNERS)]
     check_positive_int("max_trials", max_trials)
     check_positive_int("epochs", epochs)
-    x_train, x_val = np.asarray(x_train), np.asarray(x_val)
-    if x_train.ndim < 2 or len(x_train) == 0:
-        raise ValueError(
-            "Received an invalid value for `x_train`, expected a non-empty array of shape "
-            f"[N, ...]. Received: x_train of shape {x_train.shape}"
-        )
-    if x_val.shape[1:] != x_train.shape[1:] or len(x_val) == 0:
+    for name, value in (("x_train", x_train), ("x_val", x_val)):
+        if isinstance(value, (dict, tuple)):
+            raise ValueError(
+                f"`run_search` builds every trial's backbone from the shape of `x_train` and "
+                f"takes a single input array. Received: {name} of type {type(value).__name__} "
+                "(multi-input data: build and tune the models with keras-tuner directly)"
+            )
+    training_dataset = isinstance(x_train, tf.data.Dataset)
+    if training_dataset:
+        input_shape = _dataset_input_shape(x_train, y_train, num_classes)
+    else:
+        x_train = np.asarray(x_train)
+        if x_train.ndim < 2 or len(x_train) == 0:
+            raise ValueError(
+                "Received an invalid value for `x_train`, expected a non-empty array of shape "
+                f"[N, ...] or a tf.data.Dataset of (x, y) batches. Received: x_train of shape "
+                f"{x_train.shape}"
+            )
+        if y_train is None:
+            raise ValueError(
+                "`y_train` is required with training arrays: pass the noisy training labels, "
+                "or a tf.data.Dataset of (x, y) batches as `x_train`. Received: y_train=None"
+            )
+        input_shape = x_train.shape[1:]
+    x_val = np.asarray(x_val)
+    if x_val.shape[1:] != tuple(input_shape) or len(x_val) == 0:
         raise ValueError(
             "Received an invalid value for `x_val`, expected a non-empty array of shape "
-            f"[M, {', '.join(map(str, x_train.shape[1:]))}] like `x_train`. Received: x_val "
-            f"of shape {x_val.shape}"
+            f"[M, {', '.join(map(str, input_shape))}] like the training inputs. Received: "
+            f"x_val of shape {x_val.shape}"
         )
-    labels = {"y_train": (y_train, len(x_train)), "y_val": (y_val, len(x_val))}
+    labels = {} if training_dataset else {"y_train": (y_train, len(x_train))}
+    labels["y_val"] = (y_val, len(x_val))
     labels["y_val_clean"] = (y_val_clean, len(x_val))
     labels = {
-        name: _check_labels(name, value, length)
+        name: check_class_ids(value, name, length=length)
         for name, (value, length) in labels.items()
         if value is not None
     }
+    if not training_dataset:
+        # A training dataset's batches are checked by CLIDMUModel.fit in each trial.
+        check_finite_inputs(x_train, "x_train")
+    check_finite_inputs(x_val, "x_val")
     if num_classes is None:
-        num_classes = int(max(value.max() for value in labels.values())) + 1
+        known = np.concatenate(list(labels.values()))
+        num_classes = int(known.max()) + 1
+        check_all_classes_present(known, num_classes, "y_train")
     for name, value in labels.items():
-        if value.max() >= num_classes:
-            raise ValueError(
-                f"Received an invalid value for `{name}`, expected class ids in "
-                f"[0, {num_classes}) (`num_classes`={num_classes}). Received: {name} with "
-                f"largest value {value.max()}"
-            )
+        check_class_ids(value, name, num_classes=check_positive_int("num_classes", num_classes))
 
     hypermodel = CLIDMUHyperModel(
-        x_train.shape[1:],
+        input_shape,
         num_classes,
         backbone=backbone,
         meta_model=meta_model,
@@ -173,10 +229,15 @@ def run_search(
         unlabeled_inputs=x_unlabeled,
         seed=seed,
     )
-    meta_pool = len(x_train) if x_unlabeled is None else len(hypermodel.unlabeled_inputs)
+    if x_unlabeled is not None:
+        meta_pool = len(hypermodel.unlabeled_inputs)
+    else:
+        # A training dataset's size is known only after a pass over it.
+        meta_pool = None if training_dataset else len(x_train)
     hp = keras_tuner.HyperParameters() if hyperparameters is None else hyperparameters.copy()
     if (
         tune_new_entries
+        and meta_pool is not None
         and meta_objective != "none"
         and "meta_size" not in hp.values
         and meta_pool < max(META_SIZES)
@@ -211,7 +272,7 @@ def run_search(
         )
     search_tuner.search(
         x_train,
-        labels["y_train"],
+        labels.get("y_train"),
         validation_data=(x_val, labels.get("y_val")),
         epochs=epochs,
         callbacks=callbacks,
@@ -270,6 +331,36 @@ def search_summary(tuner):
     }
 
 
+def _dataset_input_shape(dataset, labels, num_classes):
+    """The input shape of a training dataset of `(x, y)` batches, checked for `run_search`."""
+    if labels is not None:
+        raise ValueError(
+            "Received a tf.data.Dataset as `x_train` and labels as `y_train`: the labels go in "
+            "the dataset's batches, as `(x, y)` pairs. Pass y_train=None."
+        )
+    if num_classes is None:
+        raise ValueError(
+            "`num_classes` is needed when `x_train` is a tf.data.Dataset: its labels are not "
+            "read before the search. Received: num_classes=None"
+        )
+    spec = dataset.element_spec
+    if not (
+        isinstance(spec, tuple)
+        and len(spec) == 2
+        and isinstance(spec[0], tf.TensorSpec)
+        and spec[0].shape.rank is not None
+        and spec[0].shape.rank >= 2
+        and spec[0].shape[1:].is_fully_defined()
+    ):
+        raise ValueError(
+            "Received an invalid value for `x_train`, expected a tf.data.Dataset of `(x, y)` "
+            "batches with inputs of a known shape [B, ...], for example "
+            "`tf.data.Dataset.from_tensor_slices((x, y)).batch(100)`. Received: a dataset of "
+            f"element_spec={spec}"
+        )
+    return tuple(spec[0].shape[1:])
+
+
 def _check_objective(objective, y_val, y_val_clean):
     if isinstance(objective, keras_tuner.Objective):
         name = objective.name
@@ -292,21 +383,6 @@ def _check_objective(objective, y_val, y_val_clean):
             "None. Pass `y_val_clean`, or use objective='val_clid', which needs no labels."
         )
     return objective
-
-
-def _check_labels(name, labels, length):
-    labels = np.asarray(labels)
-    if (
-        labels.shape != (length,)
-        or not np.issubdtype(labels.dtype, np.integer)
-        or (labels.size and labels.min() < 0)
-    ):
-        raise ValueError(
-            f"Received an invalid value for `{name}`, expected non-negative integer labels "
-            f"of shape [{length}] (one per input). Received: {name} of shape {labels.shape} "
-            f"and dtype {labels.dtype}"
-        )
-    return labels.astype("int32")
 
 
 def _json_float(value):

@@ -37,13 +37,17 @@ def check_non_negative_float(name, value):
     return float(value)
 
 
-def check_fraction(name, value, *, closed=False):
-    """Returns `value` as a float in (0, 1), or [0, 1] when `closed`; NaN and inf are refused."""
+def check_fraction(name, value, *, closed=False, one=False):
+    """Returns `value` as a float in (0, 1), or [0, 1] when `closed`, or (0, 1] when `one`;
+    NaN and inf are refused."""
+    includes_one = closed or one
     if _is_real(value) and math.isfinite(value):
-        inside = 0 <= value <= 1 if closed else 0 < value < 1
-        if inside:
+        above = 0 <= value if closed else 0 < value
+        below = value <= 1 if includes_one else value < 1
+        if above and below:
             return float(value)
-    raise invalid_value(name, "a float in [0, 1]" if closed else "a float in (0, 1)", value)
+    interval = ("[" if closed else "(") + "0, 1" + ("]" if includes_one else ")")
+    raise invalid_value(name, f"a float in {interval}", value)
 
 
 def check_positive_int(name, value):

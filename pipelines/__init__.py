@@ -3,7 +3,9 @@
 - Noise: `corrupt_labels` (every standard recipe), `transition_matrix`, `noise_report`,
   `NoiseReport`, and `apply_label_noise` for a `tf.data` pipeline.
 - Data: `load_dataset` (names in `list_datasets()`; `digits` and `mnist_5k` work offline),
-  `load_image_folder`, `from_arrays`, `read_human_labels`, all giving `InMemoryDataset`s.
+  `load_image_folder`, `from_arrays`, `read_human_labels`, all giving `InMemoryDataset`s;
+  `load_unlabeled_images` for the unlabelled images of semi-supervised training;
+  `stream_image_folder` gives a `StreamedDataset`, read from disk inside the streams.
 - Streams: `make_training_data` returns a `TrainingData` whose `.train` goes to `fit`.
 - Augmentation: `Augmentation` (flip, padded crop, RandAugment, cutout) inside `tf.data`.
 """
@@ -15,6 +17,8 @@ from clidmu_tf.pipelines.datasets import from_arrays
 from clidmu_tf.pipelines.datasets import list_datasets
 from clidmu_tf.pipelines.datasets import load_dataset
 from clidmu_tf.pipelines.datasets import load_image_folder
+from clidmu_tf.pipelines.datasets import load_unlabeled_images
+from clidmu_tf.pipelines.datasets import stream_image_folder
 from clidmu_tf.pipelines.in_memory_dataset import InMemoryDataset
 from clidmu_tf.pipelines.noise import NOISE_KINDS
 from clidmu_tf.pipelines.noise import corrupt_labels
@@ -32,6 +36,7 @@ _NAMES_NEEDING_TENSORFLOW = {
     "apply_label_noise": "clidmu_tf.pipelines.streams",
     "make_training_data": "clidmu_tf.pipelines.streams",
     "TrainingData": "clidmu_tf.pipelines.training_data",
+    "StreamedDataset": "clidmu_tf.pipelines.streamed_dataset",
 }
 
 __all__ = [
@@ -40,6 +45,7 @@ __all__ = [
     "Augmentation",
     "InMemoryDataset",
     "NoiseReport",
+    "StreamedDataset",
     "TrainingData",
     "apply_label_noise",
     "corrupt_labels",
@@ -47,10 +53,12 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "load_image_folder",
+    "load_unlabeled_images",
     "make_training_data",
     "noise_report",
     "read_human_labels",
     "stratified_split",
+    "stream_image_folder",
     "transition_matrix",
 ]
 

@@ -243,6 +243,136 @@ def load_image_folder(
     )
 
 
+def stream_image_folder(
+    directory,
+    *,
+    image_size=None,
+    color_mode="auto",
+    test_fraction=0.2,
+    seed=0,
+    augmentation="none",
+    name=None,
+):
+    """Lists an image folder (`directory/<class name>/<image>`) to be read from disk.
+
+    The streamed counterpart of `load_image_folder`, with the same arguments: it reads only
+    the image headers now (modes and sizes), and `make_training_data` decodes the images in
+    the `tf.data` pipeline, so memory does not grow with the folder. The classes, the
+    stratified test split and every decoded image are those `load_image_folder` gives.
+
+    Returns:
+        A `StreamedDataset`.
+
+    Raises:
+        ValueError: as `load_image_folder`.
+
+    Example:
+
+    >>> data = stream_image_folder("photos/", image_size=(128, 128))  # doctest: +SKIP
+    """
+    from PIL import Image
+
+    from clidmu_tf.pipelines.streamed_dataset import StreamedDataset
+
+    if color_mode not in ("auto", "rgb", "grayscale"):
+        raise invalid_value("color_mode", "'auto', 'rgb' or 'grayscale'", color_mode)
+    check_fraction("test_fraction", test_fraction)
+    image_size = _check_image_size(image_size)
+    class_names, paths, labels = _list_class_folders(directory)
+    modes, sizes = [], set()
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                modes.append(image.mode)
+                sizes.add((image.height, image.width))
+        except OSError as error:
+            raise ValueError(f"Could not read the image {str(path)!r}: {error}") from error
+    if color_mode == "auto":
+        color_mode = "grayscale" if all(is_grayscale_mode(mode) for mode in modes) else "rgb"
+    if image_size is None and len(sizes) > 1:
+        ordered = sorted(sizes)
+        raise ValueError(
+            f"Received images of mixed sizes, for example {ordered[0]} and {ordered[-1]}. "
+            "Pass `image_size=(height, width)` to resize them."
+        )
+    height, width = image_size or next(iter(sizes))
+    labels = np.asarray(labels)
+    test, train = stratified_split(labels, size=round(test_fraction * len(labels)), seed=seed)
+    paths = np.asarray([str(path) for path in paths])
+    return StreamedDataset(
+        name=name or pathlib.Path(directory).name,
+        train_files=paths[train],
+        y_train=labels[train],
+        test_files=paths[test],
+        y_test=labels[test],
+        num_classes=len(class_names),
+        image_shape=(height, width, 1 if color_mode == "grayscale" else 3),
+        resized=image_size is not None,
+        class_names=class_names,
+        augmentation=augmentation,
+    )
+
+
+def load_unlabeled_images(directory, *, image_size, channels):
+    """Reads every image under `directory` (sub-folders too, their names unused) as pixels.
+
+    For the unlabelled samples of semi-supervised training: they are brought to the
+    labelled images' size and colour so that both feed one model.
+
+    Args:
+        directory: path of a folder holding images (any depth).
+        image_size: `(height, width)` every image is resized to.
+        channels: 1 (grayscale) or 3 (RGB).
+
+    Returns:
+        A uint8 array `[U, height, width, channels]`, in sorted path order.
+
+    Raises:
+        ValueError: for a missing folder, a folder without images, an unreadable image, or
+            `channels` other than 1 and 3.
+
+    Example:
+
+    >>> x = load_unlabeled_images("unlabeled/", image_size=(32, 32), channels=3)  # doctest: +SKIP
+    """
+    from PIL import Image
+
+    if channels not in (1, 3):
+        raise invalid_value("channels", "1 or 3", channels)
+    image_size = _check_image_size(image_size)
+    paths = list_image_files(directory, name="directory")
+    images = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                images.append(to_pixels(image, "grayscale" if channels == 1 else "rgb"))
+        except OSError as error:
+            raise ValueError(f"Could not read the image {str(path)!r}: {error}") from error
+    return _stack_images(images, image_size)
+
+
+def list_image_files(directory, *, name):
+    """The image files under `directory`, at any depth, in sorted order.
+
+    Raises:
+        ValueError: naming the argument `name` when `directory` is not a folder or holds
+            no image.
+    """
+    root = pathlib.Path(directory)
+    if not root.is_dir():
+        raise invalid_value(name, "an existing folder of images", str(directory))
+    paths = sorted(
+        path for path in root.rglob("*") if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    if not paths:
+        raise ValueError(
+            f"Received an invalid value for `{name}`, expected a folder holding images "
+            f"({', '.join(IMAGE_EXTENSIONS)}). Received: {name}={str(directory)!r}, which holds "
+            "none"
+        )
+    return paths
+
+
 def from_arrays(
     x,
     y,
@@ -375,9 +505,8 @@ def _load_mnist_5k():
 _OFFLINE_LOADERS = {"digits": _load_digits, "mnist_5k": _load_mnist_5k}
 
 
-def _read_class_folders(directory, color_mode):
-    from PIL import Image
-
+def _list_class_folders(directory):
+    """`(class_names, paths, labels)` of a folder holding one sub-folder of images per class."""
     root = pathlib.Path(directory)
     if not root.is_dir():
         raise ValueError(
@@ -404,23 +533,38 @@ def _read_class_folders(directory, color_mode):
             f"every sub-folder of {str(root)!r} is a class and needs at least one image. "
             "Add images or remove the empty folders."
         )
-    images, labels = [], []
-    for label, class_files in enumerate(files.values()):
-        for path in class_files:
-            try:
-                with Image.open(path) as image:
-                    image.load()
-                    images.append(image.copy())
-            except OSError as error:
-                raise ValueError(f"Could not read the image {str(path)!r}: {error}") from error
-            labels.append(label)
+    paths = [path for class_files in files.values() for path in class_files]
+    labels = [label for label, class_files in enumerate(files.values()) for _ in class_files]
+    return tuple(files), paths, labels
+
+
+def _read_class_folders(directory, color_mode):
+    from PIL import Image
+
+    class_names, paths, labels = _list_class_folders(directory)
+    images = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.load()
+                images.append(image.copy())
+        except OSError as error:
+            raise ValueError(f"Could not read the image {str(path)!r}: {error}") from error
     if color_mode == "auto":
-        grayscale = all(image.mode in ("1", "L", "I;16", "I") for image in images)
-        color_mode = "grayscale" if grayscale else "rgb"
-    pil_mode = "L" if color_mode == "grayscale" else "RGB"
-    arrays = [np.asarray(image.convert(pil_mode), dtype=np.uint8) for image in images]
-    arrays = [array[..., None] if array.ndim == 2 else array for array in arrays]
-    return tuple(files), arrays, labels
+        color_mode = "grayscale" if all(is_grayscale_mode(image.mode) for image in images) else "rgb"
+    arrays = [to_pixels(image, color_mode) for image in images]
+    return class_names, arrays, labels
+
+
+def is_grayscale_mode(mode):
+    """Whether a PIL image mode holds one channel, read as grayscale by `color_mode="auto"`."""
+    return mode in ("1", "L", "I;16", "I")
+
+
+def to_pixels(image, color_mode):
+    """A PIL image as a uint8 array `[H, W, C]`, C = 1 for `"grayscale"`, 3 for `"rgb"`."""
+    array = np.asarray(image.convert("L" if color_mode == "grayscale" else "RGB"), dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
 
 
 def _is_image_list(x, image_size):
@@ -434,7 +578,7 @@ def _stack_images(images, image_size, split_at=None):
     """Stacks images into one array, resizing them to `image_size` when it is given."""
     images = [np.asarray(image) for image in images]
     if image_size is not None:
-        images = [_resize(image, image_size) for image in images]
+        images = [resize_pixels(image, image_size) for image in images]
     shapes = sorted({image.shape for image in images})
     if len(shapes) > 1:
         raise ValueError(
@@ -447,7 +591,9 @@ def _stack_images(images, image_size, split_at=None):
     return stacked[:split_at], stacked[split_at:]
 
 
-def _resize(image, image_size):
+def resize_pixels(image, image_size):
+    """Resizes one image `[H, W, C]` (or `[H, W]`) to `image_size`, antialiased, keeping
+    its dtype (uint8 pixels rounded); every loader resizes with it, so all agree."""
     import tensorflow as tf
 
     if image.ndim == 2:

@@ -44,6 +44,9 @@ CIFAR100_COARSE_LABELS = np.array(
 
 # Xia et al. (2020) draw each sample's flip rate from N(rate, 0.1^2) truncated to [0, 1].
 INSTANCE_RATE_STD = 0.1
+# Samples read at once when instance noise scores features: bounds the memory it takes
+# (256 RGB images of 128x128 are 50 MB as float32).
+FEATURE_CHUNK = 256
 
 
 def corrupt_labels(
@@ -91,8 +94,10 @@ def corrupt_labels(
         rate: float in [0, 1], the nominal noise rate. None for `kind="transition"`.
         num_classes: int, the number of classes `K`.
         seed: int seed (or None for fresh, unreproducible randomness).
-        features: array of shape `[N, ...]` aligned with `labels`; required for
-            `"instance"`, length-checked otherwise.
+        features: array of shape `[N, ...]` aligned with `labels`, or a callable
+            `read(indices)` returning the features of those samples (`[len(indices), ...]`)
+            for data read from disk: each sample is read once, in chunks. Required for
+            `"instance"`; an array is length-checked otherwise.
         transition: `[K, K]` row-stochastic matrix, for `kind="transition"` only.
         class_map: for `kind="asymmetric"`: `"cifar10"`, `"mnist"` or a dict
             `{true class: noisy class}`.
@@ -132,7 +137,7 @@ def corrupt_labels(
             )
     else:
         rate = _check_rate(rate)
-    if features is not None:
+    if features is not None and not callable(features):
         features = np.asarray(features)
         if features.ndim == 0 or len(features) != len(labels):
             raise ValueError(
@@ -328,16 +333,27 @@ def _instance_rows(labels, features, *, rate, num_classes, seed):
     flip_rates = _truncated_normal(
         structure_rng, mean=rate, std=INSTANCE_RATE_STD, size=len(labels)
     )
-    flat = np.asarray(features).reshape(len(labels), -1)
+    if callable(features):
+        read = features
+    else:
+        flat = np.asarray(features).reshape(len(labels), -1)
+        read = flat.__getitem__
+    dimension = int(np.prod(np.shape(read(np.zeros(1, np.int64)))[1:]))
     rows = np.zeros((len(labels), num_classes))
     # W[k] is drawn class by class in order, the same stream as one [K, D, K] draw, without
-    # holding the whole tensor (100 x 3072 x 100 for CIFAR-100).
+    # holding the whole tensor (100 x 3072 x 100 for CIFAR-100). Features are read a chunk
+    # at a time, each sample once, the same way whether they are in memory or on disk.
     for k in range(num_classes):
-        projection = structure_rng.standard_normal((flat.shape[1], num_classes))
+        projection = structure_rng.standard_normal((dimension, num_classes))
         members = np.flatnonzero(labels == k)
         if not members.size:
             continue
-        scores = flat[members].astype(np.float64) @ projection
+        scores = np.concatenate(
+            [
+                np.asarray(read(chunk)).reshape(len(chunk), -1).astype(np.float64) @ projection
+                for chunk in np.array_split(members, -(-members.size // FEATURE_CHUNK))
+            ]
+        )
         scores[:, k] = -np.inf
         scores -= scores.max(axis=1, keepdims=True)
         weights = np.exp(scores)

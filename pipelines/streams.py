@@ -10,6 +10,7 @@ from clidmu_tf.pipelines.datasets import load_dataset
 from clidmu_tf.pipelines.in_memory_dataset import InMemoryDataset
 from clidmu_tf.pipelines.noise import NOISE_KINDS, corrupt_labels, noise_report
 from clidmu_tf.pipelines.splits import stratified_split
+from clidmu_tf.pipelines.streamed_dataset import StreamedDataset
 from clidmu_tf.pipelines.training_data import TrainingData
 from clidmu_tf.validation import (
     check_choice,
@@ -37,6 +38,7 @@ def make_training_data(
     meta_batch_size=None,
     eval_batch_size=None,
     labeled_fraction=None,
+    unlabeled_inputs=None,
     train_size=None,
     augment="auto",
     augment_meta=True,
@@ -57,12 +59,14 @@ def make_training_data(
     - `"ce_noisy"`, `"mae_noisy"`: a class-balanced subset (by the noisy labels) removed
       from training, with its noisy labels.
     - `"none"`: plain training, no meta stream; the meta set is still chosen as for
-      `"clid"` (`meta_inputs`), for callbacks that score it.
+      `"clid"` (`meta_stream`), for callbacks that score it.
 
     Semi-supervised mode (`labeled_fraction`): a stratified `labeled_fraction` of the
     training set keeps its (noisy) labels and forms the training stream; the unlabeled
-    rest feeds the meta set. It applies to `"clid"` and `"none"`, the objectives that read
-    no meta labels.
+    rest feeds the meta set. `unlabeled_inputs`, samples that never had labels (for example
+    a folder of unlabelled images), join the meta set's candidates the same way. Both apply
+    to `"clid"` and `"none"`, the objectives that read no meta labels. With either, the
+    meta set is drawn from the unlabelled samples only.
 
     The training stream is shuffled (reshuffled each epoch, reproducibly from `seed`),
     augmented per batch, batched and prefetched; the meta stream is shuffled, repeated and
@@ -72,7 +76,9 @@ def make_training_data(
     Args:
         dataset: a name for `load_dataset` (loaded with its defaults, so the held-out test
             split of `digits` and `mnist_5k` is the same whatever `seed` is; call
-            `load_dataset` yourself for other options) or an `InMemoryDataset`.
+            `load_dataset` yourself for other options), an `InMemoryDataset`, or a
+            `StreamedDataset` (`stream_image_folder`), whose images are decoded from disk
+            inside the streams.
         meta_objective: one of `"clid"`, `"ce_clean"`, `"ce_noisy"`, `"mae_noisy"`,
             `"none"`.
         noise: None (train with the labels as they are, e.g. CIFAR-N's human labels) or
@@ -89,7 +95,10 @@ def make_training_data(
         batch_size: int, the training batch size (the paper: 100).
         meta_batch_size: int, default `min(batch_size, meta_size)`.
         eval_batch_size: int, default `batch_size`.
-        labeled_fraction: float in (0, 1) for semi-supervised mode, else None.
+        labeled_fraction: float in (0, 1] for semi-supervised mode (1 keeps every label),
+            else None.
+        unlabeled_inputs: None, or an array `[U, *input_shape]` of unlabelled samples, of the
+            dataset's dtype (uint8 pixels for image data), for the meta set.
         train_size: int, train on a seeded stratified subset of this many training samples
             (small-scale studies); None keeps all.
         augment: `"auto"` (the dataset's recipe: flip and crop for CIFAR, none for digits),
@@ -127,12 +136,15 @@ def make_training_data(
         if value is not None:
             check_positive_int(name, value)
     if labeled_fraction is not None:
-        check_fraction("labeled_fraction", labeled_fraction)
-        if meta_objective not in ("clid", "none"):
+        labeled_fraction = check_fraction("labeled_fraction", labeled_fraction, one=True)
+        if labeled_fraction == 1:
+            labeled_fraction = None
+    for name, value in (("labeled_fraction", labeled_fraction), ("unlabeled_inputs", unlabeled_inputs)):
+        if value is not None and meta_objective not in ("clid", "none"):
             raise ValueError(
                 "Semi-supervised mode feeds the meta set from unlabeled samples, so it needs a "
                 "meta objective that reads no labels: 'clid' or 'none'. Received: "
-                f"meta_objective={meta_objective!r} with labeled_fraction={labeled_fraction}"
+                f"meta_objective={meta_objective!r} with {name} given"
             )
     if not isinstance(augment_meta, bool):
         raise invalid_value("augment_meta", "a bool", augment_meta)
@@ -142,14 +154,23 @@ def make_training_data(
 
     if isinstance(dataset, str):
         data = load_dataset(dataset, data_dir=data_dir)
-    elif isinstance(dataset, InMemoryDataset):
+    elif isinstance(dataset, (InMemoryDataset, StreamedDataset)):
         data = dataset
     else:
         raise invalid_value(
-            "dataset", "a dataset name or an InMemoryDataset", type(dataset).__name__
+            "dataset",
+            "a dataset name, an InMemoryDataset or a StreamedDataset",
+            type(dataset).__name__,
         )
     augmentation = _resolve_augmentation(augment, data)
     augmentation.check_input_shape(data.input_shape)
+    if unlabeled_inputs is not None:
+        if isinstance(data, StreamedDataset):
+            raise ValueError(
+                "`unlabeled_inputs` are arrays held in memory; a StreamedDataset reads its "
+                "images from disk. Load the folder with `load_image_folder` to combine them."
+            )
+        unlabeled_inputs = _check_unlabeled_inputs(unlabeled_inputs, data)
     split_seed, train_seed, meta_seed = (
         int(state) for state in np.random.SeedSequence(seed).generate_state(3)
     )
@@ -176,6 +197,7 @@ def make_training_data(
         meta_objective=meta_objective,
         meta_size=meta_size,
         labeled_fraction=labeled_fraction,
+        num_unlabeled=0 if unlabeled_inputs is None else len(unlabeled_inputs),
         seed=split_seed,
     )
     meta_size = len(meta_indices)
@@ -194,10 +216,20 @@ def make_training_data(
         expected_transition=expected,
     )
 
-    images = tf.constant(data.x_train)
+    if isinstance(data, StreamedDataset):
+        read_train, read_test = data.pixel_reader("train"), data.pixel_reader("test")
+    else:
+        # Positions from len(x_train) on are the unlabelled inputs; only the meta stream
+        # reads them.
+        stored = (
+            data.x_train
+            if unlabeled_inputs is None
+            else np.concatenate([data.x_train, unlabeled_inputs])
+        )
+        read_train, read_test = _gatherer(stored), _gatherer(data.x_test)
     noisy_tensor = tf.constant(noisy)
     train = _batches(
-        images,
+        read_train,
         noisy_tensor,
         train_indices,
         batch_size=batch_size,
@@ -208,7 +240,7 @@ def make_training_data(
     meta_labels = {"ce_clean": clean, "ce_noisy": noisy, "mae_noisy": noisy}.get(meta_objective)
     if meta_objective != "none":
         meta = _batches(
-            images,
+            read_train,
             None if meta_labels is None else tf.constant(meta_labels),
             meta_indices,
             batch_size=meta_batch_size,
@@ -219,7 +251,7 @@ def make_training_data(
         )
         train = tf.data.Dataset.zip(train, meta)
     evaluation = _batches(
-        tf.constant(data.x_test),
+        read_test,
         tf.constant(data.y_test),
         np.arange(len(data.y_test)),
         batch_size=eval_batch_size or batch_size,
@@ -228,7 +260,9 @@ def make_training_data(
     return TrainingData(
         train=train.prefetch(tf.data.AUTOTUNE),
         evaluation=evaluation.prefetch(tf.data.AUTOTUNE),
-        meta_inputs=data.inputs(meta_indices),
+        meta_stream=_batches(
+            read_train, None, meta_indices, batch_size=meta_batch_size, scale=data.pixel_scale
+        ).prefetch(tf.data.AUTOTUNE),
         meta_labels=None if meta_labels is None else meta_labels[meta_indices],
         noise_report=report,
         num_classes=data.num_classes,
@@ -366,14 +400,22 @@ def apply_label_noise(
     return positioned.map(lambda position, element: relabel(position, element)), report
 
 
-def _split_meta(pool, *, clean, noisy, meta_objective, meta_size, labeled_fraction, seed):
-    """Returns `(train_indices, meta_indices)`, positions in the training arrays."""
+def _split_meta(
+    pool, *, clean, noisy, meta_objective, meta_size, labeled_fraction, num_unlabeled, seed
+):
+    """Returns `(train_indices, meta_indices)`, positions in the training arrays.
+
+    Positions from `len(clean)` on stand for the `num_unlabeled` unlabelled inputs.
+    """
     rng = np.random.default_rng(seed)
+    extra = np.arange(len(clean), len(clean) + num_unlabeled)
     if labeled_fraction is not None:
         labeled, unlabeled = stratified_split(
             clean[pool], size=max(1, round(labeled_fraction * len(pool))), seed=seed
         )
-        train, candidates = pool[labeled], pool[unlabeled]
+        train, candidates = pool[labeled], np.concatenate([pool[unlabeled], extra])
+    elif num_unlabeled:
+        train, candidates = pool, extra
     else:
         train, candidates = pool, pool
     removes = meta_objective in ("ce_clean", "ce_noisy", "mae_noisy")
@@ -391,8 +433,32 @@ def _split_meta(pool, *, clean, noisy, meta_objective, meta_size, labeled_fracti
     return pool[kept], pool[meta]
 
 
+def _check_unlabeled_inputs(unlabeled_inputs, data):
+    """The unlabelled inputs as an array shaped and typed like the dataset's training inputs."""
+    array = np.asarray(unlabeled_inputs)
+    if array.ndim < 2 or not len(array) or array.shape[1:] != data.input_shape:
+        raise ValueError(
+            "Received an invalid value for `unlabeled_inputs`, expected a non-empty array of "
+            f"shape [U, {', '.join(map(str, data.input_shape))}] like the dataset's inputs. "
+            f"Received: unlabeled_inputs of shape {array.shape}"
+        )
+    if array.dtype != data.x_train.dtype:
+        raise ValueError(
+            "Received an invalid value for `unlabeled_inputs`, expected the dataset's dtype "
+            f"{data.x_train.dtype} (they are scaled the same way). Received: unlabeled_inputs "
+            f"of dtype {array.dtype}"
+        )
+    return array
+
+
+def _gatherer(array):
+    """A `tf.data` function from a batch of indices to those rows of an in-memory array."""
+    table = tf.constant(array)
+    return lambda batch_indices: tf.gather(table, batch_indices)
+
+
 def _batches(
-    images,
+    read,
     labels,
     indices,
     *,
@@ -405,7 +471,8 @@ def _batches(
     """Batches of `(x, y)` (or `x` when `labels` is None) gathered at `indices`.
 
     Shuffling indices rather than images keeps the shuffle buffer small; each batch is
-    gathered, scaled to float32 and augmented in one vectorised map.
+    read (`read`: indices to stored values, gathered from memory or decoded from disk),
+    scaled to float32 and augmented in one parallel map.
     """
     stream = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int64))
     if shuffle_seed is not None:
@@ -419,7 +486,7 @@ def _batches(
         stream = tf.data.Dataset.zip(stream, seeds.batch(2))
 
     def gather(batch_indices, seed=None):
-        x = tf.cast(tf.gather(images, batch_indices), tf.float32) * scale
+        x = tf.cast(read(batch_indices), tf.float32) * scale
         if augment:
             x = augmentation(x, seed)
         if labels is None:

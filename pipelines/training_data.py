@@ -8,6 +8,7 @@ import tensorflow as tf
 from clidmu_tf.pipelines.augmentation import Augmentation
 from clidmu_tf.pipelines.in_memory_dataset import InMemoryDataset
 from clidmu_tf.pipelines.noise_report import NoiseReport
+from clidmu_tf.pipelines.streamed_dataset import StreamedDataset
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -21,8 +22,9 @@ class TrainingData:
             `x` float32, `y` int32 `[B]`. The meta stream repeats, so the length is the
             training stream's (`steps_per_epoch`).
         evaluation: a `tf.data.Dataset` of `(x, y)` batches of the test split, clean labels.
-        meta_inputs: float32 array, the meta set's inputs un-augmented (for computing CLID
-            over the whole meta set, as the snapshot ensemble does).
+        meta_stream: a finite `tf.data.Dataset` of the meta set's inputs, un-augmented, in
+            the order of `meta_indices`, in batches of `meta_batch_size` (for computing CLID
+            over the whole meta set, as the snapshot ensemble does, without holding it).
         meta_labels: int32 array of the labels the meta objective reads (clean for
             `"ce_clean"`, noisy for `"ce_noisy"` / `"mae_noisy"`), or None.
         noise_report: `NoiseReport` of the labels in the training stream.
@@ -36,7 +38,7 @@ class TrainingData:
         train_clean_labels: int32 array aligned with `train_indices`, the true labels.
         meta_objective: str.
         augmentation: the `Augmentation` of the training stream.
-        dataset: the `InMemoryDataset` the streams read.
+        dataset: the `InMemoryDataset` or `StreamedDataset` the streams read.
         batch_size: int.
         meta_batch_size: int.
         steps_per_epoch: int, batches per pass over the training stream.
@@ -44,7 +46,7 @@ class TrainingData:
 
     train: tf.data.Dataset
     evaluation: tf.data.Dataset
-    meta_inputs: np.ndarray
+    meta_stream: tf.data.Dataset
     meta_labels: np.ndarray | None
     noise_report: NoiseReport
     num_classes: int
@@ -55,10 +57,15 @@ class TrainingData:
     train_clean_labels: np.ndarray
     meta_objective: str
     augmentation: Augmentation
-    dataset: InMemoryDataset
+    dataset: InMemoryDataset | StreamedDataset
     batch_size: int
     meta_batch_size: int
     steps_per_epoch: int
+
+    @property
+    def meta_inputs(self):
+        """Float32 array of the meta set's inputs, un-augmented, read from `meta_stream`."""
+        return np.concatenate([batch.numpy() for batch in self.meta_stream])
 
     @property
     def flipped(self):

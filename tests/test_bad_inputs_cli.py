@@ -237,7 +237,7 @@ def test_a_bad_input_is_refused_with_its_name(files, tmp_path, capsys, argv, sta
 
 @pytest.mark.parametrize(
     "tf_config, words",
-    [("{bad", ["TF_CONFIG", "not valid JSON"]), ('["worker"]', ["TF_CONFIG", "'cluster'"])],
+    [("{bad", ["TF_CONFIG", "valid JSON"]), ('["worker"]', ["TF_CONFIG", "'cluster'"])],
 )
 def test_a_bad_tf_config_is_refused_before_anything_is_written(
     tmp_path, capsys, monkeypatch, tf_config, words

@@ -464,7 +464,7 @@ def test_train_under_a_mirrored_strategy(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = RunReport.load(out)
-    assert report["distribution"] == {"strategy": "MirroredStrategy", "replicas": 2}
+    assert report["distribution"] == {"strategy": "MirroredStrategy", "replicas": 2, "workers": 1}
     assert len(report["method"]["epochs"]) == 2 and "baseline" not in report
 
 

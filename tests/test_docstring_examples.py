@@ -20,6 +20,7 @@ MODULES = [
     "clidmu_tf.models.clidmu_model",
     "clidmu_tf.callbacks.training_dynamics_recorder",
     "clidmu_tf.label_issue_ranking",
+    "clidmu_tf.cli.cluster",
 ]
 
 

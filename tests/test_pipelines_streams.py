@@ -132,6 +132,31 @@ def test_semi_supervised_mode_keeps_a_fraction_and_feeds_the_rest_to_the_meta_se
         make_training_data(tagged, meta_objective="ce_clean", labeled_fraction=0.5)
 
 
+def test_unlabeled_inputs_form_the_meta_set_and_never_enter_training(tagged):
+    # Unlabelled samples carry indices from 10_000 on, so each one can be traced.
+    extra = np.stack([np.arange(10_000, 10_040), np.zeros(40)], axis=1).astype(np.float32)
+    data = make_training_data(
+        tagged, unlabeled_inputs=extra, meta_size=30, batch_size=60, augment=None, seed=3
+    )
+    assert len(data.train_indices) == NUM_SAMPLES
+    assert len(data.meta_indices) == 30 and (data.meta_indices >= NUM_SAMPLES).all()
+    np.testing.assert_array_equal(data.meta_inputs, extra[data.meta_indices - NUM_SAMPLES])
+    met = set()
+    for (x, _), x_meta in data.train:
+        assert (x.numpy()[:, 0] < NUM_SAMPLES).all()
+        met.update(x_meta.numpy()[:, 0].astype(int))
+    assert met <= set(range(10_000, 10_040)) and len(met) > 1
+    # With a labelled fraction, the unlabelled rest and the extra inputs are both candidates.
+    both = make_training_data(tagged, labeled_fraction=0.5, unlabeled_inputs=extra, seed=3)
+    assert not set(both.meta_indices) & set(both.train_indices)
+    assert len(both.train_indices) == NUM_SAMPLES // 2
+    # A fraction of 1 keeps every label: the plain setting.
+    whole = make_training_data(tagged, labeled_fraction=1.0, seed=3)
+    plain = make_training_data(tagged, seed=3)
+    np.testing.assert_array_equal(whole.meta_indices, plain.meta_indices)
+    np.testing.assert_array_equal(whole.train_indices, plain.train_indices)
+
+
 def batches_of(dataset):
     return [tf.nest.map_structure(lambda t: t.numpy(), element) for element in dataset]
 
@@ -208,13 +233,19 @@ def test_summary_and_inputs(tagged):
         ({"noise": "gaussian"}, r"`noise`, expected one of"),
         ({"noise": "symmetric", "noise_rate": 1.5}, r"Received: rate=1\.5"),
         ({"batch_size": 0}, r"`batch_size`, expected a positive integer"),
-        ({"labeled_fraction": 1.0}, r"`labeled_fraction`, expected a float in \(0, 1\)"),
+        ({"labeled_fraction": 1.5}, r"`labeled_fraction`, expected a float in \(0, 1\]"),
+        ({"labeled_fraction": 0.0}, r"Received: labeled_fraction=0\.0"),
+        ({"labeled_fraction": float("nan")}, r"Received: labeled_fraction=nan"),
+        ({"unlabeled_inputs": np.zeros((5, 8, 8))}, r"`unlabeled_inputs`, expected a non-empty"),
+        ({"unlabeled_inputs": np.zeros((5, 8, 8, 1), "uint8")}, r"dtype float32"),
+        ({"unlabeled_inputs": np.zeros((5, 8, 8, 1), "float32"), "meta_objective": "ce_noisy"},
+         r"unlabeled_inputs given"),
         ({"meta_size": 5000}, r"`meta_size`, expected an integer in \[1, 1438\]"),
         ({"meta_size": 50, "meta_batch_size": 60}, r"`meta_batch_size`, expected an integer"),
         ({"augment": "heavy"}, r"`augment`, expected 'auto', None, one of"),
         ({"train_size": 10_000}, r"`train_size`, expected an integer in \[1, 1438\]"),
         ({"dataset": "cifar11"}, r"Unknown dataset 'cifar11'"),
-        ({"dataset": np.zeros(3)}, r"`dataset`, expected a dataset name or an InMemoryDataset"),
+        ({"dataset": np.zeros(3)}, r"`dataset`, expected a dataset name, an InMemoryDataset or a StreamedDataset"),
         ({"noise": "asymmetric", "noise_rate": 0.2, "dataset": "tagged"}, r"needs `class_map`"),
     ],
 )

@@ -3,7 +3,6 @@ arguments of `train` and `tune`, and the exit statuses."""
 
 import argparse
 import difflib
-import json
 import logging
 import math
 import os
@@ -135,14 +134,21 @@ def positive_float(text):
     return value
 
 
-def fraction(text):
+def fraction(text, *, one=False):
+    """An argparse type: a number in (0, 1), or in (0, 1] when `one`."""
+    from clidmu_tf.validation import check_fraction
+
     try:
-        value = float(text)
+        return check_fraction("fraction", float(text), one=one)
     except ValueError:
-        value = float("nan")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1). Received: {text!r}")
-    return value
+        interval = "(0, 1]" if one else "(0, 1)"
+        raise argparse.ArgumentTypeError(
+            f"expected a number in {interval}. Received: {text!r}"
+        ) from None
+
+
+def labeled_fraction(text):
+    return fraction(text, one=True)
 
 
 def image_size(text):
@@ -214,35 +220,6 @@ def cli_spelling(message):
     return _LIBRARY_NAME.sub(replace, str(message))
 
 
-def check_tf_config(args):
-    """Checks the TF_CONFIG environment variable `--distribute multiworker` needs."""
-    import os
-
-    example = (
-        'e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-        '"task": {"type": "worker", "index": 0}}\''
-    )
-    text = os.environ.get("TF_CONFIG")
-    if not text:
-        fail_usage(
-            args,
-            f"--distribute multiworker needs the TF_CONFIG environment variable on every "
-            f"worker, {example}",
-        )
-    try:
-        config = json.loads(text)
-    except ValueError as error:
-        fail_usage(args, f"TF_CONFIG is not valid JSON ({error}); {example}. Received: {text!r}")
-    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict) or not (
-        isinstance(config.get("task"), dict)
-    ):
-        fail_usage(
-            args,
-            f"TF_CONFIG must be a JSON object with 'cluster' and 'task' entries, {example}. "
-            f"Received: {text!r}",
-        )
-
-
 def add_data_arguments(parser):
     """Adds the arguments that choose the data and its label noise (`train` and `tune`)."""
     defaults = training_job.DEFAULTS
@@ -289,14 +266,34 @@ def add_data_arguments(parser):
         help="train on a stratified subset of N training samples (quick runs and smoke tests).",
     )
     parser.add_argument(
+        "--labeled-fraction", type=labeled_fraction, metavar="F",
+        help="semi-supervised: a stratified fraction F in (0, 1] of the training set keeps its "
+        "(noisy) labels; the rest is unlabelled and feeds CLID's meta set (default: every label "
+        "is kept).",
+    )
+    parser.add_argument(
+        "--unlabeled-dir", metavar="DIR",
+        help="semi-supervised: a folder of unlabelled images (sub-folders too) that join CLID's "
+        "meta set, resized to the training images' size and colour.",
+    )
+    parser.add_argument(
         "--seed", type=non_negative_int, metavar="N", default=defaults["seed"],
         help=f"seeds the noise, the splits, the shuffling and the weights (default "
         f"{defaults['seed']}).",
     )
 
 
-def check_data_arguments(args):
-    """Checks `--noise`, `--class-map` and `--dataset`; returns the noise's (kind, rate)."""
+def check_data_arguments(args, method=None):
+    """Checks `--noise`, `--class-map`, `--dataset` and the semi-supervised options.
+
+    Args:
+        args: the parsed arguments of `train` or `tune`.
+        method: the `--method`, whose meta objective must read no labels when part of the
+            data is unlabelled.
+
+    Returns:
+        The noise's `(kind, rate)`.
+    """
     from clidmu_tf.cli.data_sources import check_dataset_argument
 
     try:
@@ -304,9 +301,28 @@ def check_data_arguments(args):
         check_dataset_argument(args.dataset, args.data_dir)
     except ValueError as error:
         fail_usage(args, str(error))
+    if args.unlabeled_dir is not None:
+        from clidmu_tf.pipelines.datasets import list_image_files
+
+        try:
+            list_image_files(args.unlabeled_dir, name="--unlabeled-dir")
+        except ValueError as error:
+            fail_usage(args, str(error))
     if args.class_map is not None and kind != "asymmetric":
         fail_usage(
             args,
             f"--class-map applies to asymmetric noise only. Received: --noise={args.noise!r}",
         )
+    semi_supervised = args.unlabeled_dir is not None or args.labeled_fraction not in (None, 1.0)
+    if semi_supervised and method is not None:
+        meta_objective = training_job.METHODS[method][1]
+        if meta_objective not in ("clid", "none"):
+            usable = sorted(name for name, (_, objective) in training_job.METHODS.items()
+                            if objective in ("clid", "none"))  # fmt: skip
+            fail_usage(
+                args,
+                "--labeled-fraction and --unlabeled-dir feed the meta set with unlabelled "
+                f"samples, so the method's meta objective must read no labels: one of {usable}. "
+                f"Received: --method={method}",
+            )
     return kind, rate

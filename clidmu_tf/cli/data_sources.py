@@ -56,20 +56,22 @@ def check_dataset_argument(dataset, data_dir=None):
     )
 
 
-def load_source_dataset(dataset, *, data_dir=None, image_size=None, label_file=None):
-    """Loads what a `--dataset` value names into an `InMemoryDataset`.
+def load_source_dataset(dataset, *, data_dir=None, image_size=None, label_file=None, stream=True):
+    """Loads what a `--dataset` value names.
 
     Args:
         dataset: a registry name, `"tfds:<name>"`, a folder of class folders or an `.npz`.
         data_dir: the tfds data directory, or None for tfds's default.
         image_size: `(height, width)` to resize folder images to, or None.
         label_file: the CIFAR-N label file for `cifar10_n` / `cifar100_n`, or None.
+        stream: whether a folder is read from disk as it is used (`stream_image_folder`)
+            rather than loaded whole (`load_image_folder`); both give the same data.
 
     Sources without a test split get the pipelines' default held-out split (seed 0), the same
     whatever the training seed, so that runs with different seeds are scored on one test set.
 
     Returns:
-        An `InMemoryDataset`.
+        A `StreamedDataset` for a folder with `stream`, else an `InMemoryDataset`.
 
     Raises:
         ValueError: for an unknown source or a malformed file.
@@ -88,8 +90,48 @@ def load_source_dataset(dataset, *, data_dir=None, image_size=None, label_file=N
             f"--dataset={dataset!r}"
         )
     if kind == "folder":
-        return pipelines.load_image_folder(dataset, image_size=image_size)
+        loader = pipelines.stream_image_folder if stream else pipelines.load_image_folder
+        return loader(dataset, image_size=image_size)
     return _load_npz(dataset, image_size=image_size)
+
+
+def stored_dtype(dataset):
+    """The dtype a dataset's inputs are stored in (uint8 for image files read from disk)."""
+    import numpy as np
+
+    from clidmu_tf.pipelines import StreamedDataset
+
+    return np.dtype(np.uint8) if isinstance(dataset, StreamedDataset) else dataset.x_train.dtype
+
+
+def load_unlabeled_like(dataset, directory, dataset_argument):
+    """The images of `--unlabeled-dir` at the size and colour of `dataset`'s images.
+
+    Args:
+        dataset: the loaded `InMemoryDataset` of `--dataset`.
+        directory: the `--unlabeled-dir` folder.
+        dataset_argument: the `--dataset` value, for the error message.
+
+    Returns:
+        A uint8 array `[U, height, width, channels]`.
+
+    Raises:
+        ValueError: when `dataset` is not images (uint8, grayscale or RGB), or as
+            `load_unlabeled_images` raises.
+    """
+    import numpy as np
+
+    from clidmu_tf.pipelines import load_unlabeled_images
+
+    shape = dataset.input_shape
+    dtype = stored_dtype(dataset)
+    if dtype != np.uint8 or len(shape) != 3 or shape[-1] not in (1, 3):
+        raise ValueError(
+            "--unlabeled-dir adds images, so the dataset must be images (uint8 pixels, "
+            f"grayscale or RGB). Received: --dataset={dataset_argument!r} with inputs of shape "
+            f"{shape} and dtype {dtype}"
+        )
+    return load_unlabeled_images(directory, image_size=shape[:2], channels=shape[-1])
 
 
 def _load_npz(path, *, image_size):

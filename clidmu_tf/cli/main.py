@@ -12,6 +12,8 @@ import sys
 from clidmu_tf.cli import cli_utils, evaluate, export, inspect, predict, train, tune
 from clidmu_tf.cli.run_report import RunReport
 
+# An error message longer than this is cut on the terminal.
+SHOWN_ERROR_CHARACTERS = 2000
 # In the order `clidmu-tf --help` lists them.
 COMMANDS = (train, export, predict, evaluate, inspect, tune)
 
@@ -51,10 +53,14 @@ def main(argv=None):
         return args.handler(args) or 0
     except (ValueError, OSError, RuntimeError, ImportError) as error:
         # OSError covers missing files, permissions and a --out locked by another run.
-        print(
-            f"{cli_utils.PROG} {args.command}: error: {cli_utils.cli_spelling(error)}",
-            file=sys.stderr,
-        )
+        message = cli_utils.cli_spelling(error)
+        if len(message) > SHOWN_ERROR_CHARACTERS:
+            # TensorFlow errors can quote whole tensors; the report keeps the full text.
+            message = (
+                f"{message[:SHOWN_ERROR_CHARACTERS]}... ({len(message) - SHOWN_ERROR_CHARACTERS} "
+                "more characters)"
+            )
+        print(f"{cli_utils.PROG} {args.command}: error: {message}", file=sys.stderr)
         partial = os.path.join(getattr(args, "out", None) or "", RunReport.PARTIAL_NAME)
         if args.command == "train" and os.path.isfile(partial):
             print(

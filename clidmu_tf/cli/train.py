@@ -1,6 +1,9 @@
 """`clidmu-tf train`: train CLID-MU and a baseline, keep the snapshot ensemble, export it."""
 
-from clidmu_tf.cli import cli_utils, training_job
+import shutil
+import tempfile
+
+from clidmu_tf.cli import cli_utils, cluster, training_job
 from clidmu_tf.cli.cli_utils import positive_float, positive_int
 from clidmu_tf.cli.run_directory import RunDirectory
 
@@ -112,13 +115,26 @@ def register_subparser(commands):
 
 def run(args):
     """Checks the arguments, trains, and prints the comparison; returns the exit status."""
-    cli_utils.check_data_arguments(args)
+    cli_utils.check_data_arguments(args, method=args.method)
     if args.overwrite and args.resume:
         cli_utils.fail_usage(args, "pass either --overwrite (start afresh) or --resume, not both.")
-    try:
-        RunDirectory(args.out).check_writable(args.overwrite, args.resume)
-    except ValueError as error:
-        cli_utils.fail_usage(args, str(error))
+    chief = True
+    if args.distribute == "multiworker":
+        try:
+            chief = cluster.is_chief(cluster.read_tf_config())
+        except ValueError as error:
+            cli_utils.fail_usage(args, str(error))
+        if args.resume:
+            # Only the chief keeps a run directory, so the other workers would start
+            # afresh while the chief continues: their steps would not match.
+            cli_utils.fail_usage(
+                args, "--resume is not available with --distribute multiworker."
+            )
+    if chief:
+        try:
+            RunDirectory(args.out).check_writable(args.overwrite, args.resume)
+        except ValueError as error:
+            cli_utils.fail_usage(args, str(error))
     meta_batch_size = args.meta_batch_size or args.batch_size
     if meta_batch_size < 2:
         option = "--meta-batch-size" if args.meta_batch_size else "--batch-size"
@@ -128,9 +144,9 @@ def run(args):
             f"per batch (the meta batch size defaults to --batch-size). Received: "
             f"{option}={meta_batch_size}",
         )
-    if args.distribute == "multiworker":
-        cli_utils.check_tf_config(args)
     config = {key: getattr(args, key) for key in training_job.DEFAULTS}
+    if not chief:
+        return _run_as_worker(config, args)
     job = training_job.TrainingJob(
         config,
         args.out,
@@ -140,6 +156,24 @@ def run(args):
     )
     status = job.run()
     print(comparison_table(job.report.data, args.out))
+    return cli_utils.EXIT_INTERRUPTED if status == "interrupted" else 0
+
+
+def _run_as_worker(config, args):
+    """A worker other than the chief: the same job, written to a temporary folder then removed.
+
+    Every worker runs every stage, since each step, evaluation and prediction is a collective
+    operation; only the chief's run directory is kept (Keras's multi-worker saving rule).
+    """
+    scratch = tempfile.mkdtemp(prefix="clidmu-tf-worker-")
+    try:
+        job = training_job.TrainingJob(
+            config, scratch, verbose=cli_utils.fit_verbosity(args.verbose)
+        )
+        status = job.run()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"Status: {status}. This worker is not the chief: the chief writes {args.out}.")
     return cli_utils.EXIT_INTERRUPTED if status == "interrupted" else 0
 
 

@@ -61,6 +61,8 @@ DEFAULTS = {
     "jit": False,
     "export_formats": list(EXPORT_FORMATS),
     "limit_train": None,
+    "labeled_fraction": None,
+    "unlabeled_dir": None,
 }
 # The classifier optimiser's other settings, the library's defaults (momentum 0.9 and the
 # Keras equivalent of the paper's coupled weight decay).
@@ -70,6 +72,9 @@ WEIGHT_DECAY = 5e-3
 COSINE_ALPHA = 0.02
 LABEL_ERRORS_KEPT = 200
 VERIFICATION_SAMPLES = 256
+# Training samples scored at once when ranking label errors: a dataset read from disk is
+# never held whole in memory.
+SCORING_CHUNK = 256
 
 
 def parse_noise(spec):
@@ -125,6 +130,13 @@ def make_strategy(name):
     return tf.distribute.get_strategy()
 
 
+def count_workers(strategy):
+    """How many machines (processes) train together under `strategy`."""
+    if strategy.num_replicas_in_sync == 1:
+        return 1
+    return strategy.num_replicas_in_sync // len(strategy.extended.worker_devices)
+
+
 def build_backbone(name, input_shape, num_classes):
     """A backbone by name; `"auto"` picks `small_cnn` for images and `mlp` otherwise."""
     from clidmu_tf import backbones
@@ -138,7 +150,9 @@ def build_backbone(name, input_shape, num_classes):
 
 def describe_preprocessing(dataset):
     """What an exported model's input must look like, for the model card."""
-    if dataset.x_train.dtype == np.uint8:
+    from clidmu_tf.cli.data_sources import stored_dtype
+
+    if stored_dtype(dataset) == np.uint8:
         description = "float32 pixels in [0, 1]: uint8 values divided by 255"
     else:
         description = f"float32 values as clidmu_tf's {dataset.name!r} loader gives them"
@@ -291,6 +305,7 @@ class TrainingJob:
             if status == "completed" and self.config["export_formats"]:
                 self._export()
             self._plot()
+            self._wait_for_other_workers()
         except KeyboardInterrupt:
             status = "interrupted"
         except BaseException as error:
@@ -300,6 +315,19 @@ class TrainingJob:
         shutil.rmtree(directory.join(RunDirectory.RESUME), ignore_errors=True)
         directory.discard_replaced()
         return status
+
+    def _wait_for_other_workers(self):
+        """Returns once every worker has reached it (a no-op on one machine).
+
+        The chief hosts the cluster's coordination service: a worker still running when the
+        chief exits, or the chief while a worker exits, logs the other as failed.
+        """
+        import tensorflow as tf
+
+        if count_workers(self.strategy) > 1:
+            self.strategy.reduce(
+                "SUM", self.strategy.run(lambda: tf.constant(1.0)), axis=None
+            )
 
     def _fail(self, error):
         """Marks the run failed; a run that replaced another gives the earlier one back."""
@@ -326,7 +354,7 @@ class TrainingJob:
     def _prepare(self):
         import keras
 
-        from clidmu_tf.cli.data_sources import load_source_dataset
+        from clidmu_tf.cli.data_sources import load_source_dataset, load_unlabeled_like
         from clidmu_tf.pipelines import make_training_data
 
         config = self.config
@@ -343,6 +371,13 @@ class TrainingJob:
             data_dir=config["data_dir"],
             image_size=config["image_size"],
             label_file=config["label_file"],
+            # Unlabelled images are arrays, joined to the training images in memory.
+            stream=config["unlabeled_dir"] is None,
+        )
+        self.unlabeled = (
+            None
+            if config["unlabeled_dir"] is None
+            else load_unlabeled_like(dataset, config["unlabeled_dir"], config["dataset"])
         )
         options = {
             "noise": self.noise_kind,
@@ -352,6 +387,8 @@ class TrainingJob:
             "batch_size": config["batch_size"],
             "meta_batch_size": config["meta_batch_size"],
             "train_size": config["limit_train"],
+            "labeled_fraction": config["labeled_fraction"],
+            "unlabeled_inputs": self.unlabeled,
             "augment": None if config["augment"] == "none" else config["augment"],
             "seed": config["seed"],
         }
@@ -372,7 +409,6 @@ class TrainingJob:
                 f"Received: --limit-train={config['limit_train']}, "
                 f"--meta-size={config['meta_size']}"
             )
-        self.test_inputs = dataset.inputs(split="test")
         self.test_labels = dataset.y_test
         self.class_names = list(dataset.class_names) if dataset.class_names else None
         self.noise_injected = self.noise_kind is not None or dataset.y_train_clean is not None
@@ -390,17 +426,24 @@ class TrainingJob:
         )
 
     def _record_data(self):
+        from clidmu_tf.cli.data_sources import stored_dtype
+        from clidmu_tf.pipelines import StreamedDataset
+
         data = self.data
         self.report["timings"]["load_data"] = self.load_seconds
         self.report["distribution"] = {
             "strategy": type(self.strategy).__name__,
             "replicas": self.strategy.num_replicas_in_sync,
+            "workers": count_workers(self.strategy),
         }
         self.report["data"] = {
             **data.summary(),
             "class_names": self.class_names,
-            "input_dtype": str(data.dataset.x_train.dtype),
+            "input_dtype": str(stored_dtype(data.dataset)),
+            "streamed": isinstance(data.dataset, StreamedDataset),
             "pixel_scale": data.dataset.pixel_scale,
+            "labeled_fraction": self.config["labeled_fraction"],
+            "unlabeled_images": 0 if self.unlabeled is None else len(self.unlabeled),
         }
         self.report["noise"] = data.noise_report.to_dict()
         if "method" not in self.report:
@@ -462,7 +505,7 @@ class TrainingJob:
         from clidmu_tf.callbacks import CLIDSnapshotEnsemble
 
         return CLIDSnapshotEnsemble(
-            self.data.meta_inputs,
+            self.data.meta_stream,
             top_k=self.config["top_k"],
             directory=self.run_directory.snapshots,
             batch_size=self.data.meta_batch_size,
@@ -583,7 +626,7 @@ class TrainingJob:
                 return
             self.ensemble = self.run_directory.load_model("ensemble")
             self.ensemble_members = manifest["snapshots"]
-            logits = self.ensemble.predict(self.test_inputs, verbose=0)
+            logits = self.ensemble.predict(self.data.evaluation, verbose=0)
             accuracy = float(np.mean(np.argmax(logits, axis=1) == self.test_labels))
             self.report["ensemble"] = {
                 "members": self.ensemble_members,
@@ -657,7 +700,9 @@ class TrainingJob:
                 noise_report=self.data.noise_report,
                 metrics={"test_accuracy": self.report["ensemble_test_accuracy"]},
                 members=self.ensemble_members,
-                verification_inputs=self.test_inputs[:VERIFICATION_SAMPLES],
+                verification_inputs=self.data.dataset.inputs(
+                    np.arange(min(VERIFICATION_SAMPLES, len(self.test_labels))), split="test"
+                ),
             )
         self.report["export"] = {
             "directory": RunDirectory.EXPORT,

@@ -57,10 +57,10 @@ def run(args):
     """Runs (or resumes) the search, writes summary.json, prints the trials; returns 0."""
     import numpy as np
 
-    from clidmu_tf.cli.data_sources import load_source_dataset
+    from clidmu_tf.cli.data_sources import load_source_dataset, load_unlabeled_like
     from clidmu_tf.pipelines import stratified_split
 
-    noise_kind, noise_rate = cli_utils.check_data_arguments(args)
+    noise_kind, noise_rate = cli_utils.check_data_arguments(args, method=args.method)
     if os.path.isfile(args.out):
         cli_utils.fail_usage(
             args, f"--out must be a directory. Received: --out={args.out!r}, a file"
@@ -96,6 +96,18 @@ def run(args):
         given[pool], size=max(2, round(args.validation_fraction * len(pool))), seed=args.seed
     )
     train, validation = pool[train], pool[validation]
+    # Semi-supervised: the training samples beyond the labelled fraction and the images of
+    # --unlabeled-dir lose (or never had) labels and form the meta set's pool.
+    unlabeled = []
+    if args.labeled_fraction not in (None, 1.0):
+        kept, rest = stratified_split(
+            clean[train], size=max(1, round(args.labeled_fraction * len(train))), seed=args.seed
+        )
+        unlabeled.append(dataset.inputs(train[rest]))
+        train = train[kept]
+    if args.unlabeled_dir is not None:
+        images = load_unlabeled_like(dataset, args.unlabeled_dir, args.dataset)
+        unlabeled.append(images.astype(np.float32) * np.float32(dataset.pixel_scale))
     noise_known = noise_kind is not None or dataset.y_train_clean is not None
     meta_model, meta_objective = training_job.METHODS[args.method]
     os.makedirs(args.out, exist_ok=True)
@@ -107,6 +119,7 @@ def run(args):
         dataset.inputs(validation),
         given[validation],
         y_val_clean=clean[validation] if noise_known else None,
+        x_unlabeled=np.concatenate(unlabeled) if unlabeled else None,
         num_classes=dataset.num_classes,
         objective=args.objective,
         tuner=args.tuner,

@@ -78,6 +78,21 @@ def paper_meta_optimizer():
     return keras.optimizers.SGD(learning_rate=1e-5, weight_decay=META_WEIGHT_DECAY)
 
 
+def _logs_for_workers(logs):
+    """The step's logs, each given a length-1 axis when several workers train together.
+
+    Keras (3.15) averages a step's logs over the workers of a `MultiWorkerMirroredStrategy`
+    with `strategy.reduce("MEAN", value, axis=0)`, which fails on a scalar; over a length-1
+    axis it gives the scalar mean.
+    """
+    strategy = tf.distribute.get_strategy()
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or (
+        strategy.num_replicas_in_sync == len(strategy.extended.worker_devices)
+    ):
+        return logs
+    return {name: ops.reshape(value, (1,)) for name, value in logs.items()}
+
+
 def _cross_entropy(labels, logits):
     return keras.losses.sparse_categorical_crossentropy(
         labels, ops.cast(logits, "float32"), from_logits=True
@@ -541,6 +556,22 @@ class CLIDMUModel(keras.Model):
         finally:
             self._epoch_iterator.release()
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras (3.15) passes a whole distributed batch to `strategy.reduce`, which takes a
+        # single value: under MultiWorkerMirroredStrategy every `fit`/`evaluate` failed with
+        # "Attempt to convert a value (PerReplica ...)". The build reads only shapes and
+        # dtypes, so one local replica's shard serves.
+        if iterator is not None and self._distribute_strategy is not None:
+            for _, _, distributed_iterator in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda value: self._distribute_strategy.experimental_local_results(value)[0]
+                    if isinstance(value, tf.distribute.DistributedValues)
+                    else value,
+                    next(distributed_iterator),
+                )
+                break
+        return super()._maybe_symbolic_build(data_batch=data_batch)
+
     def _expected_structure(self):
         return {
             "clid": "((x, y), x_meta)",
@@ -736,7 +767,7 @@ class CLIDMUModel(keras.Model):
         self.skipped_meta_tracker.update_state(is_meta_step * (1.0 - applied) / replicas)
         self.accuracy_tracker.update_state(labels, outputs["logits"])
         self.clid_tracker.update_state(None, outputs)
-        return self.compute_metrics(x, labels, outputs["logits"])
+        return _logs_for_workers(self.compute_metrics(x, labels, outputs["logits"]))
 
     def test_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -746,11 +777,13 @@ class CLIDMUModel(keras.Model):
         self.accuracy_tracker.update_state(labels, outputs["logits"])
         self.clid_tracker.update_state(None, outputs)
         logs = self.compute_metrics(x, labels, outputs["logits"])
-        return {
-            name: value
-            for name, value in logs.items()
-            if name not in ("meta_loss", "skipped_meta_updates")
-        }
+        return _logs_for_workers(
+            {
+                name: value
+                for name, value in logs.items()
+                if name not in ("meta_loss", "skipped_meta_updates")
+            }
+        )
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)

@@ -106,6 +106,9 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
             (plain cross-entropy).
         validation_temperature: the temperature `val_clid` is computed at for every trial.
         validation_batch_size: the batch size `val_clid` is computed over for every trial.
+        unlabeled_inputs: None, or an array `[U, *input_shape]` of unlabelled inputs
+            (semi-supervised training): the meta set is drawn from them instead of from the
+            training inputs. Only with `"clid"` and `"none"`, which read no meta labels.
         seed: non-negative int or None. Seeds the meta-set choice, the shuffling and, at
             each `build`, Keras's global random state, so that trials start from the same
             initialisation and differ by their hyperparameters only.
@@ -158,6 +161,7 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
         meta_objective="clid",
         validation_temperature=0.5,
         validation_batch_size=100,
+        unlabeled_inputs=None,
         seed=None,
         name=None,
         tunable=True,
@@ -182,6 +186,20 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
                 "Received an invalid value for `seed`, expected a non-negative int or None. "
                 f"Received: seed={seed!r}"
             )
+        if unlabeled_inputs is not None:
+            if self.meta_objective not in ("clid", "none"):
+                raise ValueError(
+                    "Unlabelled inputs feed the meta set, so the meta objective must read no "
+                    f"labels: 'clid' or 'none'. Received: meta_objective={meta_objective!r}"
+                )
+            unlabeled_inputs = np.asarray(unlabeled_inputs, dtype=np.float32)
+            if unlabeled_inputs.shape[1:] != self.input_shape or len(unlabeled_inputs) < 2:
+                raise ValueError(
+                    "Received an invalid value for `unlabeled_inputs`, expected an array of at "
+                    f"least 2 samples of shape {self.input_shape}. Received: unlabeled_inputs of "
+                    f"shape {unlabeled_inputs.shape}"
+                )
+        self.unlabeled_inputs = unlabeled_inputs
         self.seed = seed
         super().__init__(name=name, tunable=tunable)
 
@@ -345,6 +363,9 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
         train = train.batch(batch_size)
         if self.meta_objective == "none":
             return train.prefetch(tf.data.AUTOTUNE)
+        if self.unlabeled_inputs is not None:
+            meta = self._meta_stream(self._unlabeled_meta_set(values), None, batch_size)
+            return tf.data.Dataset.zip((train, meta)).prefetch(tf.data.AUTOTUNE)
         meta_size = min(values["meta_size"], len(x))
         meta_indices = np.random.default_rng(self.seed).choice(len(x), meta_size, replace=False)
         meta = self._meta_stream(x[meta_indices], y[meta_indices], batch_size)
@@ -355,8 +376,16 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
         if self.meta_objective == "none":
             return train.prefetch(tf.data.AUTOTUNE)
         x_meta, y_meta, batch_size = self._draw_meta_set(train, values["meta_size"])
+        if self.unlabeled_inputs is not None:
+            x_meta, y_meta = self._unlabeled_meta_set(values), None
         meta = self._meta_stream(x_meta, y_meta, batch_size)
         return tf.data.Dataset.zip((train, meta)).prefetch(tf.data.AUTOTUNE)
+
+    def _unlabeled_meta_set(self, values):
+        """A seeded uniform random subset of `meta_size` of the unlabelled inputs."""
+        pool = self.unlabeled_inputs
+        meta_size = min(values["meta_size"], len(pool))
+        return pool[np.random.default_rng(self.seed).choice(len(pool), meta_size, replace=False)]
 
     def _meta_stream(self, x_meta, y_meta, batch_size):
         """Endless meta batches of the batch size (capped by the meta set), reshuffled."""

@@ -57,6 +57,7 @@ def run_search(
     tune_new_entries=True,
     validation_temperature=0.5,
     validation_batch_size=100,
+    x_unlabeled=None,
     directory=None,
     project_name="clidmu_tuning",
     overwrite=False,
@@ -112,6 +113,8 @@ def run_search(
             searched (True) or kept at their defaults (False).
         validation_temperature: temperature of `val_clid`, the same for every trial.
         validation_batch_size: batch size of `val_clid`, the same for every trial.
+        x_unlabeled: None, or unlabelled inputs `[U, ...]` the meta set is drawn from
+            instead of `x_train` (semi-supervised; `"clid"` and `"none"` only).
         directory: folder of the tuner's files (keras-tuner's default, the working folder,
             when None).
         project_name: sub-folder of this search.
@@ -223,19 +226,25 @@ def run_search(
         meta_objective=meta_objective,
         validation_temperature=validation_temperature,
         validation_batch_size=validation_batch_size,
+        unlabeled_inputs=x_unlabeled,
         seed=seed,
     )
+    if x_unlabeled is not None:
+        meta_pool = len(hypermodel.unlabeled_inputs)
+    else:
+        # A training dataset's size is known only after a pass over it.
+        meta_pool = None if training_dataset else len(x_train)
     hp = keras_tuner.HyperParameters() if hyperparameters is None else hyperparameters.copy()
     if (
         tune_new_entries
-        and not training_dataset
+        and meta_pool is not None
         and meta_objective != "none"
         and "meta_size" not in hp.values
-        and len(x_train) < max(META_SIZES)
+        and meta_pool < max(META_SIZES)
     ):
-        # Larger choices would all be cut to the whole training set: the same trial twice.
-        sizes = [size for size in META_SIZES if size < len(x_train)] + [len(x_train)]
-        hp.Choice("meta_size", sizes, default=min(DEFAULT_META_SIZE, len(x_train)))
+        # Larger choices would all be cut to the whole meta pool: the same trial twice.
+        sizes = [size for size in META_SIZES if size < meta_pool] + [meta_pool]
+        hp.Choice("meta_size", sizes, default=min(DEFAULT_META_SIZE, meta_pool))
     search_tuner = tuner_class(
         hypermodel,
         objective=objective,

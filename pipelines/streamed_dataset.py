@@ -1,0 +1,187 @@
+"""A labelled image dataset read from disk as it is used, with its train and test splits."""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from clidmu_tf.pipelines.augmentation import Augmentation
+from clidmu_tf.pipelines.noise import corrupt_labels
+from clidmu_tf.validation import check_class_ids, invalid_value
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class StreamedDataset:
+    """Image files for training and evaluation, decoded only when read.
+
+    The counterpart of `InMemoryDataset` for image folders larger than memory: it holds the
+    file paths and the labels, and `make_training_data` decodes the images inside the
+    `tf.data` pipeline (parallel reads, prefetched). Each image is decoded and resized
+    exactly as `load_image_folder` does (PIL, then `resize_pixels`), so the same folder
+    and seed give the same noisy labels, meta set, test split and inputs either way.
+
+    Attributes:
+        name: str.
+        train_files: str array `[N]`, the training images' paths.
+        y_train: int32 array `[N]`, their labels.
+        test_files: str array `[M]`, the evaluation images' paths.
+        y_test: int32 array `[M]`, their (clean) labels.
+        num_classes: int.
+        image_shape: `(height, width, channels)` of every decoded image, channels 1 or 3.
+        resized: bool, whether every image is resized to `image_shape` (as
+            `load_image_folder(image_size=...)` does), rather than read at its own size.
+        class_names: tuple of str, or None.
+        augmentation: the default augmentation recipe (see `Augmentation.RECIPES`).
+        class_map: the `corrupt_labels` asymmetric map for this data, or None.
+        y_train_clean: always None: a folder's labels are taken as given.
+    """
+
+    name: str
+    train_files: np.ndarray
+    y_train: np.ndarray
+    test_files: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    image_shape: tuple
+    resized: bool = False
+    class_names: tuple | None = None
+    augmentation: str = "none"
+    class_map: str | dict | None = None
+    y_train_clean: None = None
+
+    def __post_init__(self):
+        if self.augmentation not in Augmentation.RECIPES:
+            raise invalid_value(
+                "augmentation", f"one of {sorted(Augmentation.RECIPES)}", self.augmentation
+            )
+        if len(self.image_shape) != 3 or self.image_shape[-1] not in (1, 3):
+            raise invalid_value("image_shape", "(height, width, 1 or 3)", self.image_shape)
+        for split in ("train", "test"):
+            files = np.asarray(getattr(self, f"{split}_files"), dtype=str)
+            labels = check_class_ids(
+                getattr(self, f"y_{split}"), f"y_{split}", num_classes=self.num_classes
+            )
+            if len(files) != len(labels):
+                raise ValueError(
+                    f"`{split}_files` and `y_{split}` must have the same length. Received: "
+                    f"{len(files)} and {len(labels)}"
+                )
+            object.__setattr__(self, f"{split}_files", files)
+            object.__setattr__(self, f"y_{split}", labels)
+        object.__setattr__(self, "image_shape", tuple(int(side) for side in self.image_shape))
+
+    @property
+    def input_shape(self):
+        return self.image_shape
+
+    @property
+    def pixel_scale(self):
+        """The factor that maps stored pixels (uint8) to model inputs in [0, 1]."""
+        return 1.0 / 255.0
+
+    @property
+    def clean_train_labels(self):
+        return self.y_train
+
+    def corrupt_train_labels(self, *, kind, rate, seed, transition=None, class_map=None):
+        """Injects label noise into the training labels (see `corrupt_labels`).
+
+        Instance-dependent noise reads every training image once, in chunks; only the
+        labels are kept. The result equals `InMemoryDataset.corrupt_train_labels` on the
+        same images.
+
+        Returns:
+            `(noisy_labels, report)`, as `corrupt_labels` returns them.
+        """
+        if kind == "asymmetric":
+            class_map = class_map or self.class_map
+        return corrupt_labels(
+            self.y_train,
+            kind=kind,
+            rate=rate,
+            num_classes=self.num_classes,
+            seed=seed,
+            features=self.inputs if kind == "instance" else None,
+            transition=transition,
+            class_map=class_map,
+        )
+
+    def pixels(self, indices=None, *, split="train"):
+        """The uint8 images `[n, *image_shape]` of the `split` samples at `indices` (all by
+        default), decoded from disk now."""
+        files = self._files(split)
+        if indices is not None:
+            files = files[np.asarray(indices)]
+        return read_images(files, self.image_shape, resize=self.resized)
+
+    def inputs(self, indices=None, *, split="train"):
+        """Float32 model inputs of the `split` samples at `indices` (all by default)."""
+        pixels = self.pixels(indices, split=split)
+        return (pixels.astype(np.float32) * np.float32(self.pixel_scale)).astype(np.float32)
+
+    def pixel_reader(self, split="train"):
+        """A function for `tf.data`: a batch of indices `[b]` to its uint8 images.
+
+        The images are decoded by PIL in a `tf.numpy_function` (which releases the
+        interpreter while PIL decodes), so `map(..., num_parallel_calls=AUTOTUNE)` reads
+        several batches at once.
+        """
+        files = tf.constant(self._files(split))
+        shape, resize = self.image_shape, self.resized
+
+        def read(batch_indices):
+            paths = tf.gather(files, batch_indices)
+            pixels = tf.numpy_function(
+                lambda names: read_images(names, shape, resize=resize),
+                [paths],
+                tf.uint8,
+                stateful=False,
+            )
+            pixels.set_shape([None, *shape])
+            return pixels
+
+        return read
+
+    def _files(self, split):
+        if split not in ("train", "test"):
+            raise invalid_value("split", "'train' or 'test'", split)
+        return getattr(self, f"{split}_files")
+
+    def __repr__(self):
+        return (
+            f"StreamedDataset(name={self.name!r}, train={len(self.y_train)}, "
+            f"test={len(self.y_test)}, input_shape={self.input_shape}, "
+            f"num_classes={self.num_classes})"
+        )
+
+
+def read_images(files, image_shape, *, resize):
+    """Decodes image files into a uint8 array `[n, *image_shape]`, as `load_image_folder`
+    does: PIL, converted to the colour of `image_shape`, and, with `resize`, resized with
+    `resize_pixels`.
+
+    Raises:
+        ValueError: for an unreadable image, or one of another size without `resize`.
+    """
+    from PIL import Image
+
+    from clidmu_tf.pipelines.datasets import resize_pixels, to_pixels
+
+    color_mode = "grayscale" if image_shape[-1] == 1 else "rgb"
+    images = np.zeros((len(files), *image_shape), np.uint8)
+    for position, name in enumerate(files):
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        try:
+            with Image.open(name) as image:
+                pixels = to_pixels(image, color_mode)
+        except OSError as error:
+            raise ValueError(f"Could not read the image {name!r}: {error}") from error
+        if resize:
+            pixels = resize_pixels(pixels, image_shape[:2])
+        if pixels.shape != tuple(image_shape):
+            raise ValueError(
+                f"The image {name!r} has shape {pixels.shape}, not {tuple(image_shape)} like the "
+                "others. Pass `image_size=(height, width)` to resize them."
+            )
+        images[position] = pixels
+    return images

@@ -72,9 +72,6 @@ WEIGHT_DECAY = 5e-3
 COSINE_ALPHA = 0.02
 LABEL_ERRORS_KEPT = 200
 VERIFICATION_SAMPLES = 256
-# Training samples scored at once when ranking label errors: a dataset read from disk is
-# never held whole in memory.
-SCORING_CHUNK = 256
 
 
 def parse_noise(spec):

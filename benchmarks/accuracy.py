@@ -270,7 +270,7 @@ def execute(run, directory):
             return model
 
         def _fit(self, model, data, name, callbacks):
-            self.epoch_logits = EpochLogits(self.test_inputs)
+            self.epoch_logits = EpochLogits(self.data.dataset.inputs(split="test"))
             super()._fit(model, data, name, [*callbacks, self.epoch_logits])
 
         def _rank_label_errors(self):

@@ -38,7 +38,9 @@ def test_train_streams_a_folder_and_inspect_reads_it_back(tmp_path, capsys):
     labels = RunDirectory(out).training_labels()
     assert len(labels["weights"]) == 48
 
-    status, csv_text, err = run_cli(capsys, "inspect", str(out), "--top", "5")
+    status, csv_text, err = run_cli(
+        capsys, "inspect", str(out), "--top", "5", "--score", "final_weight"
+    )
     assert status == 0, err
     rows = list(csv.DictReader(io.StringIO(csv_text)))
     assert len(rows) == 5

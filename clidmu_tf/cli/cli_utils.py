@@ -100,24 +100,22 @@ def fail_usage(args, message):
     args.parser.error(message)
 
 
-def positive_int(text):
+def _integer_at_least(text, minimum, expected):
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {text!r}")
+        value = minimum - 1
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a {expected} integer. Received: {text!r}")
     return value
+
+
+def positive_int(text):
+    return _integer_at_least(text, 1, "positive")
 
 
 def non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer. Received: {text!r}")
-    return value
+    return _integer_at_least(text, 0, "non-negative")
 
 
 def positive_float(text):

@@ -284,6 +284,15 @@ def test_evaluate_scales_uint8_inputs_as_predict_does(files, tmp_path, capsys):
         images.astype("float32"), verbose=0
     )
     assert np.mean(unscaled.argmax(axis=1) == np.array(predicted)) < 1.0
+    # One .npz holding both: --inputs reads its x, --labels its y.
+    np.savez(tmp_path / "both.npz", x=images, y=np.array(predicted))
+    code, report, err = run_cli(
+        capsys,
+        ["evaluate", str(files / "image.keras"), "--inputs", str(tmp_path / "both.npz"),
+         "--labels", str(tmp_path / "both.npz")],
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(report)["accuracy"] == 1.0
 
 
 # B13: the lock on --out.
@@ -314,6 +323,8 @@ def test_a_second_train_on_the_same_out_is_refused_while_the_first_runs(tmp_path
         code, _, err = run_cli(capsys, ["train", "--out", str(out), "--overwrite", *QUICK])
         assert code == FAILED
         assert f"pid {holder.pid}" in err and "is writing to" in err
+        # The other run's report is not this one's failure: no advice to --resume it.
+        assert "--resume" not in err
     finally:
         holder.kill()
         holder.wait()
@@ -465,6 +476,7 @@ def test_resume_refuses_other_options(tmp_path, capsys):
     code, _, err = run_cli(capsys, ["train", "--out", str(out), *QUICK, "--resume"])
     assert code == FAILED
     assert "--epochs 4 then, 1 now" in err and "--overwrite" in err
+    assert "The run failed" not in err
 
 
 def test_export_verifies_a_model_with_large_logits_at_its_own_precision(tmp_path):
@@ -480,3 +492,41 @@ def test_export_verifies_a_model_with_large_logits_at_its_own_precision(tmp_path
     results = card["verification"]["results"]
     assert all(r["predicted_class_mismatches"] == 0 for r in results)
     assert all(r["logit_tolerance"] > 1e-2 for r in results)
+
+
+@pytest.mark.parametrize(
+    "library_message, words, absent",
+    [
+        ("Pass `image_size=(height, width)` to resize them.", ["`--image-size HxW`"], ["("]),
+        ("Received: meta_size=5000; pass overwrite=True", ["--meta-size=5000", "--overwrite"],
+         ["True"]),
+        ("prepare it (or `tfds.builder('mnist', data_dir=...).download_and_prepare()`).",
+         ["data_dir=..."], ["--data-dir"]),
+        ("if the empty classes are intended, pass num_classes=100 (and class_names) "
+         "explicitly.", ["class_names array of 100 names"], ["num_classes="]),
+    ],
+)
+def test_library_messages_use_the_command_line_spelling(library_message, words, absent):
+    message = cli_utils.cli_spelling(library_message)
+    assert all(word in message for word in words), message
+    assert not any(word in message for word in absent), message
+
+
+@pytest.mark.parametrize(
+    "kept, words",
+    [
+        ([{"epoch": 1}, {"epoch": 2}], ["epochs 1, 2 are kept", "clidmu-tf export"]),
+        ([], ["no snapshot was kept"]),
+    ],
+)
+def test_divergence_is_caught_at_an_epoch_end_by_a_label_free_signal(kept, words):
+    from clidmu_tf.cli.divergence_guard import DivergenceGuard
+
+    guard = DivergenceGuard(1000.0, "method", kept_snapshots=lambda: kept)
+    guard.on_epoch_end(0, {"loss": 1e30, "clid": 4.2, "val_clid": 4.0})  # finite: goes on
+    with pytest.raises(RuntimeError) as error:
+        guard.on_epoch_end(1, {"loss": 7e34, "clid": float("nan"), "val_loss": 1.0})
+    message = str(error.value)
+    assert "diverged" in message and "clid" in message and "epoch 2" in message
+    assert "--learning-rate 1000.0" in message
+    assert all(word in message for word in words), message

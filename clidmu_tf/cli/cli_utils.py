@@ -194,8 +194,14 @@ LIBRARY_TO_CLI = {
     "overwrite": "--overwrite",
 }
 _LIBRARY_NAME = re.compile(
-    r"(?<![\w-])(" + "|".join(LIBRARY_TO_CLI) + r")(=\(h, w\)|=True(?![\w-])|(?![\w-]))"
+    r"(?<![\w-])(" + "|".join(LIBRARY_TO_CLI) + r")"
+    r"(=\((?:h, w|height, width)\)|=True(?![\w-])|(?![\w-]))"
 )
+# A code span that calls a function (`tfds.builder('mnist', data_dir=...)`) is Python the
+# user may run as it is: its argument names stay.
+_PYTHON_CALL = re.compile(r"`[^`]*\w\([^`]*`")
+# The command line declares a dataset's classes through the .npz's class_names array.
+_DECLARE_CLASSES = re.compile(r"pass num_classes=(\d+) \(and class_names\) explicitly")
 
 
 def cli_spelling(message):
@@ -213,9 +219,16 @@ def cli_spelling(message):
 
     def replace(match):
         option = LIBRARY_TO_CLI[match.group(1)]
-        return f"{option} HxW" if match.group(2) == "=(h, w)" else option
+        return f"{option} HxW" if match.group(2).startswith("=(") else option
 
-    return _LIBRARY_NAME.sub(replace, str(message))
+    message = _DECLARE_CLASSES.sub(
+        r"give the .npz a class_names array of \1 names", str(message)
+    )
+    pieces, start = [], 0
+    for call in _PYTHON_CALL.finditer(message):
+        pieces += [_LIBRARY_NAME.sub(replace, message[start : call.start()]), call.group()]
+        start = call.end()
+    return "".join(pieces + [_LIBRARY_NAME.sub(replace, message[start:])])
 
 
 def add_data_arguments(parser):

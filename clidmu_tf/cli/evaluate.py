@@ -23,7 +23,8 @@ def register_subparser(commands):
     evaluate.add_argument("--data-dir", metavar="DIR", help="the tfds data directory.")
     evaluate.add_argument("--image-size", type=cli_utils.image_size, metavar="HxW")
     evaluate.add_argument("--inputs", metavar="FILE", help="a .npy/.npz of inputs.")
-    evaluate.add_argument("--labels", metavar="FILE", help="a .npy of integer labels.")
+    evaluate.add_argument("--labels", metavar="FILE",
+                          help="a .npy of integer labels, or an .npz holding them as y.")
     evaluate.add_argument("--model-kind", choices=cli_utils.MODEL_KINDS, default="ensemble",
                           help="with a run directory: which of its models (default ensemble).")
     evaluate.add_argument("--output", metavar="JSON", help="also write the result here.")
@@ -57,7 +58,7 @@ def run(args):
     if args.inputs is not None:
         # The reader `predict` uses: the same scaling (uint8 / 255) and the same checks.
         _, x = read_inputs(args.inputs, classifier.input_shape)
-        y = check_class_ids(read_array(args.labels), "--labels", length=len(x))
+        y = check_class_ids(read_array(args.labels, key="y"), "--labels", length=len(x))
         source = args.inputs
     else:
         if args.dataset is None:

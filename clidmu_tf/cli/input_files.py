@@ -41,22 +41,27 @@ def read_npz(path):
         raise ValueError(_unreadable(path, expected, error)) from None
 
 
-def read_array(path):
-    """Loads a `.npy` file, or the array `x` (or the only array) of an `.npz` file.
+def read_array(path, key="x"):
+    """Loads a `.npy` file, or the array `key` (or the only array) of an `.npz` file.
+
+    Args:
+        path: a `.npy` or `.npz` file.
+        key: the array of an `.npz` to read: `"x"` for inputs, `"y"` for labels.
 
     Raises:
         FileNotFoundError: if `path` does not exist.
         ValueError: for another kind of file, a file numpy cannot read, or an `.npz` with
-            several arrays none of which is named `x`.
+            several arrays none of which is named `key`.
     """
     if path.endswith(".npz"):
         arrays = read_npz(path)
-        if "x" in arrays:
-            return arrays["x"]
+        if key in arrays:
+            return arrays[key]
         if len(arrays) == 1:
             return next(iter(arrays.values()))
         raise ValueError(
-            f"The file {path!r} holds several arrays {sorted(arrays)}; name the inputs 'x'."
+            f"The file {path!r} holds several arrays {sorted(arrays)}; name the one to read "
+            f"{key!r}."
         )
     if not os.path.isfile(path):
         raise FileNotFoundError(f"The file {path!r} does not exist.")

@@ -6,6 +6,7 @@ any data is loaded or model built, so a typo fails in a second with a message th
 is accepted.
 """
 
+import json
 import os
 import sys
 
@@ -62,10 +63,21 @@ def main(argv=None):
             )
         print(f"{cli_utils.PROG} {args.command}: error: {message}", file=sys.stderr)
         partial = os.path.join(getattr(args, "out", None) or "", RunReport.PARTIAL_NAME)
-        if args.command == "train" and os.path.isfile(partial):
+        if args.command == "train" and _failed_here(partial):
             print(
                 f"The run failed; its partial report is {partial}. Once the cause is removed, "
                 "the same command with --resume continues it from its last completed epoch.",
                 file=sys.stderr,
             )
         return cli_utils.EXIT_FAILED
+
+
+def _failed_here(partial):
+    """Whether `partial` is the report of a run that failed, not one refused before it began
+    (a run locked by another process, or a killed run whose --resume was refused, keeps its
+    own report, still marked running)."""
+    try:
+        with open(partial, encoding="utf-8") as handle:
+            return json.load(handle).get("status") == "failed"
+    except (OSError, ValueError):
+        return False

@@ -553,7 +553,12 @@ class TrainingJob:
                 # unused one still draws the next reshuffling seed, so it is drawn here too.
                 iter(data.train)
         recorder = EpochRecorder(history, self.report)
-        guard = DivergenceGuard(self.config["learning_rate"], name)
+        # Only CLID-MU keeps a snapshot ensemble; the baseline keeps none.
+        guard = DivergenceGuard(
+            self.config["learning_rate"],
+            name,
+            kept_snapshots=(lambda: self.snapshots.snapshots) if name == "method" else None,
+        )
         tensorboard = keras.callbacks.TensorBoard(self.run_directory.logs(name))
         try:
             model.fit(

@@ -29,9 +29,15 @@ def test_quick_run_is_recorded_and_skipped_when_restarted(tmp_path, capsys):
     assert record["best"] == max(record["test_accuracy"])
     assert record["last"] == record["test_accuracy"][-1]
     assert 1 <= len(record["ensemble_epochs"]) <= 2
-    # The paper's rule recomputed from the per-epoch logits is the job's own ensemble.
-    assert record["rules"]["paper_top5"]["epochs"] == sorted(record["ensemble_epochs"])
-    assert np.isclose(record["rules"]["paper_top5"]["accuracy"], record["ensemble"])
+    # The job's rule (CLID on its held-out selection set) recomputed from the per-epoch
+    # logits is the job's own ensemble.
+    assert record["run"]["config"]["snapshot_selection"] == "held-out"
+    assert record["num_selection"] == 15
+    assert record["rules"]["selection_top5"]["epochs"] == sorted(record["ensemble_epochs"])
+    assert np.isclose(record["rules"]["selection_top5"]["accuracy"], record["ensemble"])
+    # The meta set's CLID, scored by the benchmark, is another score than the selection set's.
+    assert len(record["selection_clid"]) == 2
+    assert record["selection_clid"] != record["meta_clid"]
 
     capsys.readouterr()
     accuracy.main(argv)

@@ -78,6 +78,18 @@ def register_subparser(commands):
     )
     train.add_argument("--top-k", type=positive_int, metavar="K", default=defaults["top_k"],
                        help="epochs kept in the CLID snapshot ensemble (default 5).")
+    train.add_argument(
+        "--snapshot-selection", choices=training_job.SNAPSHOT_SELECTIONS,
+        default=defaults["snapshot_selection"],
+        help="held-out (default): rank the epochs by CLID on a selection set of unlabelled "
+        "samples left out of training, which memorised labels cannot fool; meta-set: the "
+        "paper's rule, CLID on the meta set (see BENCHMARKS.md, 'Memorisation and selection').",
+    )
+    train.add_argument(
+        "--selection-size", type=positive_int, metavar="N",
+        help="size of the held-out selection set (default: a tenth of the training set, at "
+        "most 500).",
+    )
     from clidmu_tf.pipelines import Augmentation
 
     train.add_argument(
@@ -147,13 +159,17 @@ def run(args):
     config = {key: getattr(args, key) for key in training_job.DEFAULTS}
     if not chief:
         return _run_as_worker(config, args)
-    job = training_job.TrainingJob(
-        config,
-        args.out,
-        overwrite=args.overwrite,
-        verbose=cli_utils.fit_verbosity(args.verbose),
-        resume=args.resume,
-    )
+    try:
+        # The job checks how the options combine, before anything is written.
+        job = training_job.TrainingJob(
+            config,
+            args.out,
+            overwrite=args.overwrite,
+            verbose=cli_utils.fit_verbosity(args.verbose),
+            resume=args.resume,
+        )
+    except ValueError as error:
+        cli_utils.fail_usage(args, cli_utils.cli_spelling(str(error)))
     status = job.run()
     print(comparison_table(job.report.data, args.out))
     return cli_utils.EXIT_INTERRUPTED if status == "interrupted" else 0

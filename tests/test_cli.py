@@ -440,9 +440,11 @@ def test_tune_runs_a_search_and_writes_a_summary(tmp_path, capsys):
     out = tmp_path / "search"
     status, stdout, _ = run_cli(
         capsys, "tune", "--out", str(out), "--limit-train", "150", "--max-trials", "1",
-        "--epochs", "1", "--verbose", "0",
+        "--epochs", "1", "--verbose", "0", "--virtual-step", "head",
     )  # fmt: skip
     assert status == 0
+    with open(out / "search_settings.json") as handle:
+        assert json.load(handle)["virtual_step"] == "head"
     with open(out / "summary.json") as handle:
         summary = json.load(handle)
     assert summary["objective"]["name"] == "val_clid"

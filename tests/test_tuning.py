@@ -215,6 +215,18 @@ def test_build_uses_paper_defaults(meta_model, meta_objective):
         assert hp.values["meta_size"] == 1000
 
 
+def test_virtual_step_is_the_same_for_every_trial():
+    assert CLIDMUHyperModel((8, 8, 1), 10).build(keras_tuner.HyperParameters()).virtual_step == (
+        "full"
+    )
+    head = CLIDMUHyperModel((8, 8, 1), 10, virtual_step="head")
+    hp = keras_tuner.HyperParameters()
+    assert head.build(hp).virtual_step == "head"
+    assert "virtual_step" not in hp.values
+    with pytest.raises(ValueError, match=r"`virtual_step`.*Received: virtual_step='last'"):
+        CLIDMUHyperModel((8, 8, 1), 10, virtual_step="last")
+
+
 def test_backbone_choice_and_width():
     hypermodel = CLIDMUHyperModel((8, 8, 1), 10, backbone=["small_cnn", "mlp"])
     hp = keras_tuner.HyperParameters()

@@ -430,7 +430,7 @@ def summarize(records, by_tag=False):
                config.get("temperature", 0.5), config["epochs"],
                # Runs before the held-out selection set ranked by the meta set.
                config.get("snapshot_selection", "meta-set"),
-               f"{record['meta_optimizer']} {record['meta_learning_rate']:.0e}")
+               _meta_optimizer_name(record))
         cells.setdefault(key, []).append(record)
     rows = []
     for key, members in sorted(cells.items()):
@@ -444,6 +444,13 @@ def summarize(records, by_tag=False):
         }
         rows.append(row)
     return rows
+
+
+def _meta_optimizer_name(record):
+    """`SGD 1e-02` from a record (the earliest records name only the probe's option)."""
+    if "meta_optimizer" in record:
+        return f"{record['meta_optimizer']} {record['meta_learning_rate']:.0e}"
+    return record["run"]["probe"].get("meta_optimizer") or "SGD 1e-02"
 
 
 def _mean_std(values):

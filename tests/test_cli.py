@@ -107,7 +107,7 @@ def test_train_help_states_the_library_default_meta_learning_rates(capsys):
     assert status == 0
     # Without whitespace: argparse may wrap the text inside "Meta-Weight-Net".
     help_text = "".join(out.split())
-    for rate, optimizer, meta_model in (("wnet", "SGD", "Meta-Weight-Net"), ("vri", "Adam", "VRI")):
+    for rate, optimizer, meta_model in (("wnet", "Adam", "Meta-Weight-Net"), ("vri", "Adam", "VRI")):
         match = re.search(rf"[,(]([0-9.e+-]+?)with{optimizer}for{meta_model}", help_text)
         assert match and float(match.group(1)) == DEFAULT_META_LEARNING_RATES[rate]
 

@@ -73,8 +73,8 @@ def register_subparser(commands):
         default=defaults["meta_learning_rate"],
         # Not read from the library here: the command line imports TensorFlow only when
         # work starts. test_cli checks that this text states the library's default.
-        help="meta-model learning rate (default: the library's default_meta_optimizer, 1e-2 "
-        "with SGD for Meta-Weight-Net, 1e-2 with Adam for VRI).",
+        help="meta-model learning rate (default: the library's default_meta_optimizer, 1e-3 "
+        "with Adam for Meta-Weight-Net, 1e-2 with Adam for VRI).",
     )
     train.add_argument("--top-k", type=positive_int, metavar="K", default=defaults["top_k"],
                        help="epochs kept in the CLID snapshot ensemble (default 5).")

@@ -73,8 +73,8 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
     - `batch_size` (array training data only; a dataset's batches are its own): 32, 64,
       100, 128, 256; default 100. Meta batches have the same size (capped by the meta set),
       as in the paper. Defined in `fit`, where the data is known.
-    - `meta_learning_rate` (not with `"none"`): 1e-5 to 0.1, log; default 1e-2, the
-      library's default (SGD; Adam 1e-2 with VRI). The paper's Meta-Weight-Net used 1e-5,
+    - `meta_learning_rate` (not with `"none"`): 1e-5 to 0.1, log; default 1e-3, the
+      library's default (Adam; 1e-2 with VRI). The paper's Meta-Weight-Net used SGD 1e-5,
       which on short runs leaves the meta-model at its initialisation.
     - `meta_size` (not with `"none"`): 100, 250, 500, 1000, 2000; default 1000. Capped by
       the number of training samples.

@@ -12,8 +12,8 @@ of the meta set (the label-free score the snapshot ensemble ranks epochs by), an
   measures how much a selection left on the table;
 - `spearman`: Spearman's rho between per-epoch meta-set CLID and test accuracy (the paper
   claims it is negative); the meta set's CLID is scored here after every epoch whatever the
-  job ranks its snapshots by (`--snapshot-selection`: the held-out selection set, the
-  job's default, or the meta set, the paper's rule), and the job's own per-epoch CLID is
+  job ranks its snapshots by (`--snapshot-selection`: the meta set, the paper's rule and
+  the job's default, or a held-out selection set), and the job's own per-epoch CLID is
   kept as `selection_clid`;
 - `rules`: other label-free selection rules scored from the same per-epoch test logits
   (the job's own rule recomputed, the paper's rule, the ensemble of the last five epochs,
@@ -88,9 +88,9 @@ def parse_args(argv=None):
     parser.add_argument("--lr-schedule", default=None, choices=["cosine", "constant", "cyclic"],
                         help="cyclic: cosine restarting every 5 epochs (the authors' code)")
     parser.add_argument("--augment", default=None, help="as `clidmu-tf train --augment`")
-    parser.add_argument("--snapshot-selection", default="held-out",
+    parser.add_argument("--snapshot-selection", default="meta-set",
                         choices=["held-out", "meta-set"],
-                        help="as `clidmu-tf train --snapshot-selection` (default held-out)")
+                        help="as `clidmu-tf train --snapshot-selection` (default meta-set)")
     parser.add_argument("--tag", default="", help="a label kept with each run (probes)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: digits, mlp, symmetric:0.4, clid-wnet, seed 0, 2 epochs, "

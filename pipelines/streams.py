@@ -131,7 +131,8 @@ def make_training_data(
             the size of the held-out selection set, taken from the training set (after
             `train_size`, before the semi-supervised and meta splits); see
             `default_selection_size`.
-        augment: `"auto"` (the dataset's recipe: flip and crop for CIFAR, none for digits),
+        augment: `"auto"` (the dataset's recipe: flip and crop for CIFAR, 1-pixel shifts for
+            digit-like greyscale images, none for folders and arrays),
             None or `"none"`, a recipe name of `Augmentation.RECIPES`, or an `Augmentation`.
         augment_meta: bool, augment the meta stream like the training stream (as the
             authors' code does, the meta set being drawn from the training data).

@@ -180,13 +180,11 @@ def test_train_writes_a_complete_report(tiny_run):
         assert key in report, key
     assert report["config"]["noise"] == "instance:0.4"
     assert report["versions"]["keras"].startswith("3.")
-    # A tenth of the 200 is held out to select the snapshots; the noise report covers the
-    # 180 labels trained with, the label issues all 200 given labels.
-    assert report["data"]["num_selection"] == 20
-    assert report["noise"]["num_samples"] == 180 and report["noise"]["num_flipped"] > 0
+    assert report["data"]["num_selection"] == 0
+    assert report["noise"]["num_samples"] == 200 and report["noise"]["num_flipped"] > 0
     epochs = report["method"]["epochs"]
     assert [entry["epoch"] for entry in epochs] == [1, 2]
-    for name in ("loss", "held_out_clid", "clid", "test_accuracy", "test_loss"):
+    for name in ("loss", "meta_clid", "clid", "test_accuracy", "test_loss"):
         assert np.isfinite(epochs[-1][name]), name
     assert len(report["baseline"]["epochs"]) == 2
     assert 0.0 <= report["ensemble_test_accuracy"] <= 1.0
@@ -196,14 +194,9 @@ def test_train_writes_a_complete_report(tiny_run):
     issues = report["label_issues"]
     assert issues["score"] == DEFAULT_SCORE and issues["num_samples"] == 200
     assert 0 <= issues["suggested_num_issues"] <= 200
-    labels = RunDirectory(tiny_run).training_labels()
-    assert len(labels["indices"]) == len(set(labels["indices"])) == 200
-    assert issues["num_flipped"] == int(np.sum(labels["given"] != labels["true"]))
-    assert issues["num_flipped"] >= report["noise"]["num_flipped"]
-    # The snapshots are ranked by CLID on the held-out selection set, logged each epoch.
-    assert all(np.isfinite(entry["held_out_clid"]) for entry in epochs)
-    manifest = read_snapshot_manifest(RunDirectory(tiny_run).snapshots)
-    assert manifest["monitor"] == "held_out_clid"
+    assert issues["num_flipped"] == report["noise"]["num_flipped"]
+    # The paper's rule: the snapshots are ranked by the meta set's CLID, logged each epoch.
+    assert read_snapshot_manifest(RunDirectory(tiny_run).snapshots)["monitor"] == "meta_clid"
     curve = issues["roc_curve"]
     assert curve["false_positive_rate"][0] == 0.0 and curve["true_positive_rate"][-1] == 1.0
     assert np.trapezoid(curve["true_positive_rate"], curve["false_positive_rate"]) == (
@@ -470,8 +463,8 @@ def test_train_under_a_mirrored_strategy(tmp_path):
         [
             sys.executable, "-c", MIRRORED_ON_TWO_CPUS, "train", "--out", str(out),
             "--distribute", "mirrored", "--baseline", "none", "--export-formats", "none", *TINY,
-            # The paper's snapshot rule, here as well: CLID on the meta set.
-            "--snapshot-selection", "meta-set",
+            # Snapshots ranked by CLID on a held-out selection set, here as well.
+            "--snapshot-selection", "held-out",
         ],
         capture_output=True,
         text=True,
@@ -481,10 +474,16 @@ def test_train_under_a_mirrored_strategy(tmp_path):
     report = RunReport.load(out)
     assert report["distribution"] == {"strategy": "MirroredStrategy", "replicas": 2, "workers": 1}
     assert len(report["method"]["epochs"]) == 2 and "baseline" not in report
-    # Nothing held out: all 200 samples train, and the meta set's CLID ranks the snapshots.
-    assert report["data"]["num_train"] == 200 and report["data"]["num_selection"] == 0
-    assert all(np.isfinite(entry["meta_clid"]) for entry in report["method"]["epochs"])
-    assert read_snapshot_manifest(RunDirectory(out).snapshots)["monitor"] == "meta_clid"
+    # A tenth of the 200 held out to rank the snapshots by their CLID; the label issues
+    # cover all 200 given labels, the held-out ones too.
+    assert report["data"]["num_train"] == 180 and report["data"]["num_selection"] == 20
+    assert all(np.isfinite(entry["held_out_clid"]) for entry in report["method"]["epochs"])
+    assert read_snapshot_manifest(RunDirectory(out).snapshots)["monitor"] == "held_out_clid"
+    labels = RunDirectory(out).training_labels()
+    assert len(labels["indices"]) == len(set(labels["indices"])) == 200
+    issues = report["label_issues"]
+    assert issues["num_samples"] == 200
+    assert issues["num_flipped"] == int(np.sum(labels["given"] != labels["true"]))
 
 
 @pytest.mark.parametrize(

@@ -103,7 +103,7 @@ def test_two_workers_on_loopback_match_one_process_with_the_same_global_batch(tm
     expected = RunReport.load(reference)
     assert expected["distribution"]["replicas"] == 2
     for got, want in zip(chief["method"]["epochs"], expected["method"]["epochs"], strict=True):
-        for key in ("loss", "meta_loss", "clid", "test_loss", "held_out_clid"):
+        for key in ("loss", "meta_loss", "clid", "test_loss", "meta_clid"):
             np.testing.assert_allclose(got[key], want[key], rtol=RELATIVE_TOLERANCE, err_msg=key)
     # One test sample more or less right at most, out of 359.
     assert abs(chief["test_accuracy"] - expected["test_accuracy"]) <= 1 / 359 + 1e-9

@@ -81,9 +81,10 @@ def register_subparser(commands):
     train.add_argument(
         "--snapshot-selection", choices=training_job.SNAPSHOT_SELECTIONS,
         default=defaults["snapshot_selection"],
-        help="held-out (default): rank the epochs by CLID on a selection set of unlabelled "
-        "samples left out of training, which memorised labels cannot fool; meta-set: the "
-        "paper's rule, CLID on the meta set (see BENCHMARKS.md, 'Memorisation and selection').",
+        help="meta-set (default, the paper's rule): rank the epochs by CLID on the meta set; "
+        "held-out: by CLID on a selection set of samples left out of training (their labels "
+        "unread), which memorised labels cannot fool, at the cost of training on fewer "
+        "samples (see BENCHMARKS.md, 'Memorisation and selection').",
     )
     train.add_argument(
         "--selection-size", type=positive_int, metavar="N",

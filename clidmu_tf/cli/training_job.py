@@ -56,9 +56,9 @@ DEFAULTS = {
     # None: the library's default meta optimiser (`default_meta_optimizer`).
     "meta_learning_rate": None,
     "top_k": 5,
-    # held-out: rank the snapshots by CLID on a selection set left out of training (not the
-    # paper's; see BENCHMARKS.md); meta-set: the paper's rule.
-    "snapshot_selection": "held-out",
+    # meta-set: the paper's rule; held-out: rank the snapshots by CLID on a selection set left
+    # out of training (see BENCHMARKS.md, "Memorisation and selection").
+    "snapshot_selection": "meta-set",
     "selection_size": None,
     "augment": "auto",
     "seed": 0,

@@ -73,9 +73,31 @@ class TrainingData:
         return self.train_noisy_labels != self.train_clean_labels
 
     def train_inputs(self, indices=None):
-        """Float32 un-augmented inputs of the training samples (`train_indices[indices]`)."""
+        """Float32 un-augmented inputs of the training samples (`train_indices[indices]`),
+        as one array; `train_stream` reads them without holding them all."""
         positions = self.train_indices if indices is None else self.train_indices[indices]
         return self.dataset.inputs(positions)
+
+    def train_stream(self, batch_size, indices=None):
+        """The training samples' (`train_indices[indices]`) inputs as a finite stream.
+
+        Float32 batches `[b, *input_shape]`, un-augmented, in the order of the positions,
+        read (or decoded from disk) as the training stream reads them, a few batches at a
+        time: for passes that score every training sample, such as
+        `TrainingDynamicsRecorder` and `clidmu_tf.label_issues`.
+
+        Args:
+            batch_size: positive int.
+            indices: positions in `train_indices`, or None for all of them.
+
+        Returns:
+            A finite `tf.data.Dataset` of input batches.
+        """
+        # Imported here: `streams` builds `TrainingData` and imports this module.
+        from clidmu_tf.pipelines.streams import input_stream
+
+        positions = self.train_indices if indices is None else self.train_indices[indices]
+        return input_stream(self.dataset, positions, batch_size=batch_size)
 
     def summary(self):
         """A JSON-serialisable description, for run logs."""

@@ -224,6 +224,14 @@ def test_summary_and_inputs(tagged):
     assert summary["noise"]["kind"] == "random_flip"
     np.testing.assert_array_equal(data.train_inputs([3, 4])[:, 0], data.train_indices[[3, 4]])
     assert data.input_shape == (2,) and data.num_classes == 5
+    # The stream of the training inputs: in order, un-augmented, in batches, finite.
+    batches = [batch.numpy() for batch in data.train_stream(64)]
+    assert [len(batch) for batch in batches[:-1]] == [64] * (len(batches) - 1)
+    np.testing.assert_array_equal(np.concatenate(batches), data.train_inputs())
+    np.testing.assert_array_equal(
+        np.concatenate(list(data.train_stream(2, indices=[5, 1, 3]).as_numpy_iterator()))[:, 0],
+        data.train_indices[[5, 1, 3]],
+    )
 
 
 @pytest.mark.parametrize(

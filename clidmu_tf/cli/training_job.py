@@ -416,7 +416,7 @@ class TrainingJob:
         from clidmu_tf.callbacks import TrainingDynamicsRecorder
 
         self.dynamics = TrainingDynamicsRecorder(
-            self.data.train_inputs(),
+            self.data.train_stream(self.data.batch_size),
             self.data.train_noisy_labels,
             path=self.run_directory.join(RunDirectory.TRAINING_DYNAMICS),
             resume=self.resume,
@@ -659,7 +659,9 @@ class TrainingJob:
         with self.report.timed("rank_label_errors"):
             # The ranking `inspect` gives by default, from the run's saved files.
             issues = label_issues(
-                self.run_directory.path, data.train_inputs(), data.train_noisy_labels
+                self.run_directory.path,
+                data.train_stream(data.batch_size),
+                data.train_noisy_labels,
             )
             self.label_issues = issues
             self.weights = issues["weights"]

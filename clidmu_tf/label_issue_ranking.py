@@ -171,7 +171,7 @@ def _probabilities_and_weights(model, weighting_model, x, y, batch_size):
     `weighting_model` (float32 `[N]`, or None without one), in one pass over `x`."""
     probabilities, weights = [], []
     for batch, labels in labelled_input_batches(x, y, batch_size, model):
-        logits = np.asarray(model(batch, training=False), dtype=np.float64)
+        logits = np.asarray(model.predict_on_batch(batch), dtype=np.float64)
         if logits.shape[1] <= y.max():
             raise ValueError(
                 f"The labels `y` must be class ids in [0, {logits.shape[1]}), the model's "

@@ -49,7 +49,7 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
             probabilities), or the ensemble of `load_snapshot_ensemble`.
         x: the training inputs, float32 as the model reads them, in the order the training
             dynamics were recorded: an array `[N, ...]`, or a finite `tf.data.Dataset` of
-            input batches (such as `TrainingData.train_stream`), read once, batch by batch.
+            input batches (such as `TrainingData.input_stream`), read once, batch by batch.
             For a run directory, None streams the run's own training samples (its dataset,
             at the positions of `training_labels.npz`), never holding them all.
         y: the given (possibly wrong) labels, integers `[N]`; None with `x=None` for a run

@@ -96,7 +96,7 @@ def test_fit_and_the_snapshot_callback_read_a_streamed_folder(both, tmp_path):
     # The training dynamics, read from disk batch by batch, and from the split held whole.
     recorders = [
         TrainingDynamicsRecorder(inputs, data.train_noisy_labels, batch_size=12)
-        for inputs in (data.train_stream(12), data.train_inputs())
+        for inputs in (data.input_stream(data.train_indices, 12), data.train_inputs())
     ]
     history = model.fit(data.train, epochs=2, callbacks=[snapshots, *recorders], verbose=0)
     assert np.all(np.isfinite(history.history["meta_clid"]))
@@ -112,7 +112,7 @@ def test_fit_and_the_snapshot_callback_read_a_streamed_folder(both, tmp_path):
         np.testing.assert_array_equal(streamed[name], values, err_msg=name)
     # The label-issue ranking of the streamed split is the one of the split in memory.
     for score in ("early_loss", "final_weight"):
-        got = label_issues(model, data.train_stream(12), data.train_noisy_labels,
+        got = label_issues(model, data.input_stream(data.train_indices, 12), data.train_noisy_labels,
                            score=score, dynamics=streamed)  # fmt: skip
         expected = label_issues(model, data.train_inputs(), data.train_noisy_labels,
                                 score=score, dynamics=in_memory, batch_size=12)  # fmt: skip

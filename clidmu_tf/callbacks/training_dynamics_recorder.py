@@ -27,7 +27,7 @@ class TrainingDynamicsRecorder(keras.callbacks.Callback):
     memorises it. `clidmu_tf.label_issues` turns these records into rankings.
 
     Only the records are kept in memory (3 float32 values per sample and epoch): `x` may be
-    a stream read from disk, such as `TrainingData.train_stream`. When `path`
+    a stream read from disk, such as `TrainingData.input_stream`. When `path`
     is given, written to that `.npz` file after every epoch through a temporary file and a
     rename, so an interrupted run keeps the epochs it finished; with `resume=True` a new
     process continues from that file. An epoch that is run again replaces its earlier record.

@@ -186,6 +186,8 @@ LIBRARY_TO_CLI = {
     "label_file": "--label-file",
     "data_dir": "--data-dir",
     "top_k": "--top-k",
+    "selection_size": "--selection-size",
+    "snapshot_selection": "--snapshot-selection",
     "learning_rate": "--learning-rate",
     "meta_learning_rate": "--meta-learning-rate",
     "temperature": "--temperature",

@@ -30,6 +30,7 @@ DISTRIBUTIONS = ("none", "mirrored", "multiworker")
 EXPORT_FORMATS = ("saved_model", "onnx")
 LR_SCHEDULES = ("cosine", "constant")
 CLASS_MAPS = ("mnist", "cifar10")
+SNAPSHOT_SELECTIONS = ("held-out", "meta-set")
 
 # Chosen so that the whole default job (both trainings, the ensemble and its export) runs in
 # a few minutes on two CPU cores; see the README.
@@ -55,6 +56,10 @@ DEFAULTS = {
     # None: the library's default meta optimiser (`default_meta_optimizer`).
     "meta_learning_rate": None,
     "top_k": 5,
+    # meta-set: the paper's rule; held-out: rank the snapshots by CLID on a selection set left
+    # out of training (see BENCHMARKS.md, "Memorisation and selection").
+    "snapshot_selection": "meta-set",
+    "selection_size": None,
     "augment": "auto",
     "seed": 0,
     "distribute": "none",
@@ -210,6 +215,18 @@ class TrainingJob:
                 f"Received an invalid value for `method`, expected one of {sorted(METHODS)}. "
                 f"Received: method={self.config['method']!r}"
             )
+        if self.config["snapshot_selection"] not in SNAPSHOT_SELECTIONS:
+            raise ValueError(
+                "Received an invalid value for `snapshot_selection`, expected one of "
+                f"{list(SNAPSHOT_SELECTIONS)}. Received: "
+                f"snapshot_selection={self.config['snapshot_selection']!r}"
+            )
+        if self.config["selection_size"] is not None and self.config["snapshot_selection"] != "held-out":
+            raise ValueError(
+                "`selection_size` sizes the held-out selection set, which "
+                "snapshot_selection='meta-set' does not use. Received: selection_size="
+                f"{self.config['selection_size']!r} with snapshot_selection='meta-set'"
+            )
         self.noise_kind, self.noise_rate = parse_noise(self.config["noise"])
         self.run_directory = RunDirectory(directory)
         self.run_directory.check_writable(overwrite, resume)
@@ -352,7 +369,7 @@ class TrainingJob:
         import keras
 
         from clidmu_tf.cli.data_sources import load_source_dataset, load_unlabeled_like
-        from clidmu_tf.pipelines import make_training_data
+        from clidmu_tf.pipelines import default_selection_size, make_training_data
 
         config = self.config
         # Layer names come from process-wide counters and are part of the backbone's config,
@@ -384,6 +401,12 @@ class TrainingJob:
             "batch_size": config["batch_size"],
             "meta_batch_size": config["meta_batch_size"],
             "train_size": config["limit_train"],
+            "selection_size": (
+                0
+                if config["snapshot_selection"] == "meta-set"
+                else config["selection_size"]
+                or default_selection_size(config["limit_train"] or len(dataset.y_train))
+            ),
             "labeled_fraction": config["labeled_fraction"],
             "unlabeled_inputs": self.unlabeled,
             "augment": None if config["augment"] == "none" else config["augment"],
@@ -416,8 +439,10 @@ class TrainingJob:
         from clidmu_tf.callbacks import TrainingDynamicsRecorder
 
         self.dynamics = TrainingDynamicsRecorder(
-            self.data.train_stream(self.data.batch_size),
-            self.data.train_noisy_labels,
+            # Every given label, the held-out selection set's too (seen, never trained on),
+            # read from the dataset batch by batch after each epoch.
+            self.data.input_stream(self.data.labeled_indices, self.data.batch_size),
+            self.data.labeled_noisy_labels,
             path=self.run_directory.join(RunDirectory.TRAINING_DYNAMICS),
             resume=self.resume,
         )
@@ -446,15 +471,21 @@ class TrainingJob:
         if "method" not in self.report:
             self.report["method"] = {"name": self.config["method"], "epochs": []}
         self.run_directory.save_training_labels(
-            indices=data.train_indices,
-            given=data.train_noisy_labels,
-            true=data.train_clean_labels,
+            indices=data.labeled_indices,
+            given=data.labeled_noisy_labels,
+            true=data.labeled_clean_labels,
         )
         self.report.save()
         self._say(
             f"{len(data.train_indices)} training samples, {data.noise_report.num_flipped} "
             f"labels flipped ({data.noise_report.flip_rate:.1%}), meta set of "
-            f"{len(data.meta_indices)}, {len(self.test_labels)} test samples."
+            f"{len(data.meta_indices)}, "
+            + (
+                f"{len(data.selection_indices)} held out to select the snapshots, "
+                if len(data.selection_indices)
+                else ""
+            )
+            + f"{len(self.test_labels)} test samples."
         )
 
     def _compiled_model(self, meta_objective, data):
@@ -498,11 +529,19 @@ class TrainingJob:
             )
         return model
 
+    @property
+    def selection_monitor(self):
+        """The per-epoch CLID the snapshots are ranked by: on the held-out selection set
+        (`held_out_clid`) or, the paper's rule, on the meta set (`meta_clid`)."""
+        return "meta_clid" if self.data.selection_stream is None else "held_out_clid"
+
     def _snapshot_callback(self):
         from clidmu_tf.callbacks import CLIDSnapshotEnsemble
 
+        held_out = self.data.selection_stream is not None
         return CLIDSnapshotEnsemble(
-            self.data.meta_stream,
+            self.data.selection_stream if held_out else self.data.meta_stream,
+            monitor=self.selection_monitor,
             top_k=self.config["top_k"],
             directory=self.run_directory.snapshots,
             batch_size=self.data.meta_batch_size,
@@ -660,29 +699,29 @@ class TrainingJob:
             # The ranking `inspect` gives by default, from the run's saved files.
             issues = label_issues(
                 self.run_directory.path,
-                data.train_stream(data.batch_size),
-                data.train_noisy_labels,
+                data.input_stream(data.labeled_indices, data.batch_size),
+                data.labeled_noisy_labels,
             )
             self.label_issues = issues
             self.weights = issues["weights"]
             rows = rank_label_errors(
                 issues,
-                data.train_noisy_labels,
-                indices=data.train_indices,
-                true=data.train_clean_labels if self.noise_injected else None,
+                data.labeled_noisy_labels,
+                indices=data.labeled_indices,
+                true=data.labeled_clean_labels if self.noise_injected else None,
                 class_names=self.class_names,
                 top=LABEL_ERRORS_KEPT,
             )
             write_label_errors_csv(self.run_directory.join(RunDirectory.LABEL_ERRORS), rows)
             self.run_directory.save_training_labels(
-                indices=data.train_indices,
-                given=data.train_noisy_labels,
-                true=data.train_clean_labels,
+                indices=data.labeled_indices,
+                given=data.labeled_noisy_labels,
+                true=data.labeled_clean_labels,
                 weights=self.weights,
             )
             self.report["label_issues"] = label_issue_summary(
                 issues,
-                data.flipped if self.noise_injected else None,
+                data.labeled_flipped if self.noise_injected else None,
                 dynamics=self.dynamics.dynamics(),
             )
         self.report.save()
@@ -729,7 +768,12 @@ class TrainingJob:
                     plots.plot_clid_and_accuracy(
                         path,
                         epochs=[entry["epoch"] for entry in method_epochs],
-                        meta_clid=[entry.get("meta_clid") for entry in method_epochs],
+                        clid=[entry.get(self.selection_monitor) for entry in method_epochs],
+                        clid_label=(
+                            "CLID on the held-out selection set"
+                            if self.selection_monitor == "held_out_clid"
+                            else "CLID on the meta set"
+                        ),
                         test_accuracy=[entry.get("test_accuracy") for entry in method_epochs],
                         baseline_accuracy=(
                             [entry.get("test_accuracy") for entry in baseline_epochs]
@@ -749,7 +793,7 @@ class TrainingJob:
                         quality=self.label_issues["quality"],
                         score=summary["score"],
                         num_issues=summary["suggested_num_issues"],
-                        flipped=self.data.flipped if self.noise_injected else None,
+                        flipped=self.data.labeled_flipped if self.noise_injected else None,
                         roc_curve=summary.get("roc_curve"),
                     )
                 )
@@ -773,7 +817,7 @@ class TrainingJob:
         from clidmu_tf import MetaWeightNet
 
         written = []
-        flipped = self.data.flipped if self.noise_injected else None
+        flipped = self.data.labeled_flipped if self.noise_injected else None
         if isinstance(self.model.meta_model, MetaWeightNet):
             # The final model's loss of each training label, the last epoch's record.
             given_probability = self.dynamics.dynamics()["given_probability"][-1]

@@ -94,13 +94,13 @@ def input_batches(inputs, batch_size, model):
         yield tf.nest.map_structure(lambda array: array[start : start + batch_size], inputs)
 
 
-def labelled_input_batches(inputs, labels, batch_size, model, *, names=("x", "y")):
+def labelled_input_batches(inputs, labels, batch_size, model):
     """Yields `(input_batch, label_batch)`: `input_batches` with the labels of its samples.
 
     Args:
         inputs, batch_size, model: as for `input_batches`.
-        labels: an array `[N]`, one label per sample of `inputs`, in the same order.
-        names: the argument names of the inputs and the labels, for the error message.
+        labels: an array `[N]`, one label per sample of `inputs`, in the same order (the
+            arguments `x` and `y` of the callers, as the error message names them).
 
     Raises:
         ValueError: if the inputs hold another number of samples than `labels`: before the
@@ -108,23 +108,22 @@ def labelled_input_batches(inputs, labels, batch_size, model, *, names=("x", "y"
     """
     total = num_samples(inputs)
     if total is not None and total != len(labels):
-        raise _length_error(names, total, len(labels))
+        raise _length_error(total, len(labels))
     start = 0
     for batch in input_batches(inputs, batch_size, model):
         end = start + int(tf.nest.flatten(batch)[0].shape[0])
         if end > len(labels):
-            raise _length_error(names, f"more than {len(labels)}", len(labels))
+            raise _length_error(f"more than {len(labels)}", len(labels))
         yield batch, labels[start:end]
         start = end
     if start != len(labels):
-        raise _length_error(names, start, len(labels))
+        raise _length_error(start, len(labels))
 
 
-def _length_error(names, num_inputs, num_labels):
-    x_name, y_name = names
+def _length_error(num_inputs, num_labels):
     return ValueError(
-        f"`{x_name}` and `{y_name}` must have the same length. Received: "
-        f"len({x_name})={num_inputs}, len({y_name})={num_labels}"
+        f"`x` and `y` must have the same length. Received: len(x)={num_inputs}, "
+        f"len(y)={num_labels}"
     )
 
 

@@ -326,6 +326,7 @@ def execute(run, directory):
         "meta_clid": meta_clid,
         "selection_clid": selection_clid,
         "num_selection": len(job.data.selection_indices),
+        "augmentation": job.data.augmentation.get_config(),
         "held_out_clid": held_out_clid,
         "last": test_accuracy[-1],
         "ensemble": report["ensemble_test_accuracy"],

@@ -167,6 +167,7 @@ def load_dataset(
         test_fraction=test_fraction,
         seed=seed,
         name=name,
+        augmentation=entry.augmentation,
         class_map=entry.class_map,
     )
 

@@ -206,6 +206,15 @@ def test_train_writes_a_complete_report(tiny_run):
     assert issues["every_score"][DEFAULT_SCORE]["roc_auc"] == issues["roc_auc"]
 
 
+def test_auto_augmentation_is_the_datasets_recipe_but_not_for_an_mlp(tiny_run):
+    assert training_job.resolve_augmentation("auto", "small_cnn") == "auto"
+    assert training_job.resolve_augmentation("auto", "mlp") is None
+    assert training_job.resolve_augmentation("shift", "mlp") == "shift"
+    assert training_job.resolve_augmentation("none", "small_cnn") is None
+    # The tiny run trains an MLP on digits, whose recipe is 1-pixel shifts: none was used.
+    assert RunReport.load(tiny_run)["data"]["augmentation"]["crop_padding"] == 0
+
+
 def test_train_writes_plots_snapshots_logs_and_export(tiny_run):
     run = RunDirectory(tiny_run)
     for name in PLOTS:

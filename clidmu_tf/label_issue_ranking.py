@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 
+from clidmu_tf.model_inputs import check_model_inputs, labelled_input_batches
 from clidmu_tf.validation import check_choice, check_positive_int
 
 # Each score is a label quality: higher means the given label is more likely right, the
@@ -46,9 +47,11 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
             `model.keras` and `training_dynamics.npz` are read), or a Keras model whose
             output is the logits `[N, C]`: a `CLIDMUModel` (its final weights and
             probabilities), or the ensemble of `load_snapshot_ensemble`.
-        x: the training inputs `[N, ...]`, float32 as the model reads them, in the order
-            the training dynamics were recorded. For a run directory, None reads the run's
-            own training samples (its dataset, at the positions of `training_labels.npz`).
+        x: the training inputs, float32 as the model reads them, in the order the training
+            dynamics were recorded: an array `[N, ...]`, or a finite `tf.data.Dataset` of
+            input batches (such as `TrainingData.input_stream`), read once, batch by batch.
+            For a run directory, None streams the run's own training samples (its dataset,
+            at the positions of `training_labels.npz`), never holding them all.
         y: the given (possibly wrong) labels, integers `[N]`; None with `x=None` for a run
             directory.
         score: which ranking, one of `SCORES`: `"early_loss"` (default), `"mean_weight"`,
@@ -57,7 +60,7 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
         dynamics: with a model `source`, the records of `TrainingDynamicsRecorder` (its
             `dynamics()` dict, or the path of the `.npz` it wrote), needed by the scores
             `mean_weight`, `early_loss` and `margin`.
-        batch_size: positive int, the batch size of the passes over `x`.
+        batch_size: positive int, the batch size of the pass over an array `x`.
 
     Returns:
         A dict:
@@ -73,8 +76,9 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
           has no trained meta-model (or, for a run directory, `score` does not need them).
 
     Raises:
-        ValueError: for an unknown `score`; `x` and `y` of different lengths or not
-            matching the recorded dynamics; labels outside the model's classes; a score
+        ValueError: for an unknown `score`; `x` and `y` of different lengths (for a
+            dataset `x`, once it is read) or not matching the recorded dynamics; an infinite
+            dataset `x`; labels outside the model's classes; a score
             that needs a meta-model or training dynamics the source does not have.
         FileNotFoundError: for a run directory without the files the score needs.
         ImportError: if cleanlab is not installed.
@@ -93,27 +97,23 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
     check_positive_int("batch_size", batch_size)
     cleanlab_count = _import_cleanlab()
     if isinstance(source, (str, os.PathLike)):
-        x, y, models, dynamics = _read_run(source, x, y, score, dynamics)
+        x, y, models, dynamics = _read_run(source, x, y, score, dynamics, batch_size)
     else:
         models = {"probabilities": source, "weights": source}
-    y = _check_labels(x, y)
+    x, y = _check_inputs_and_labels(x, y)
     if score in DYNAMICS_SCORES:
         dynamics = _check_dynamics(dynamics, y, score)
-    probabilities = class_probabilities(models["probabilities"], x, batch_size)
-    if probabilities.shape[1] <= y.max():
-        raise ValueError(
-            f"The labels `y` must be class ids in [0, {probabilities.shape[1]}), the model's "
-            f"classes. Received: labels up to {y.max()}"
-        )
-    weights = None
     weighting_model = models.get("weights")
-    if weighting_model is not None and getattr(weighting_model, "meta_objective", "none") != "none":
-        weights = weighting_model.per_sample_weights(x, y, batch_size=batch_size)
-    if score == "final_weight" and weights is None:
+    if weighting_model is not None and getattr(weighting_model, "meta_objective", "none") == "none":
+        weighting_model = None
+    if score == "final_weight" and weighting_model is None:
         raise ValueError(
             "Received score='final_weight', which needs a CLIDMUModel with a trained "
             "meta-model. Received: a source without one; choose another `score`."
         )
+    probabilities, weights = _probabilities_and_weights(
+        models["probabilities"], weighting_model, x, y, batch_size
+    )
     quality = label_quality(score, y, probabilities, weights=weights, dynamics=dynamics)
     given_probability = probabilities[np.arange(len(y)), y]
     return {
@@ -166,11 +166,24 @@ def early_epochs(num_epochs):
     return max(1, num_epochs // 3)
 
 
-def class_probabilities(model, x, batch_size=256):
-    """The softmax of a model's logits, float64 `[N, C]`."""
-    logits = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+def _probabilities_and_weights(model, weighting_model, x, y, batch_size):
+    """The class probabilities of `model` (float64 `[N, C]`) and the per-sample weights of
+    `weighting_model` (float32 `[N]`, or None without one), in one pass over `x`."""
+    probabilities, weights = [], []
+    for batch, labels in labelled_input_batches(x, y, batch_size, model):
+        logits = np.asarray(model.predict_on_batch(batch), dtype=np.float64)
+        if logits.shape[1] <= y.max():
+            raise ValueError(
+                f"The labels `y` must be class ids in [0, {logits.shape[1]}), the model's "
+                f"classes. Received: labels up to {y.max()}"
+            )
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities.append(shifted / shifted.sum(axis=1, keepdims=True))
+        if weighting_model is not None:
+            weights.append(
+                weighting_model.per_sample_weights(batch, labels, batch_size=len(labels))
+            )
+    return np.concatenate(probabilities), np.concatenate(weights) if weights else None
 
 
 def ranking_metrics(quality, flipped):
@@ -216,7 +229,7 @@ def _import_cleanlab():
     return cleanlab.count
 
 
-def _read_run(run_dir, x, y, score, dynamics):
+def _read_run(run_dir, x, y, score, dynamics, batch_size):
     """The inputs, labels, models and dynamics of a `clidmu-tf train` run directory."""
     from clidmu_tf.cli.run_directory import RunDirectory
 
@@ -232,15 +245,18 @@ def _read_run(run_dir, x, y, score, dynamics):
             f"y={'None' if y is None else 'an array'}"
         )
     if x is None:
+        from clidmu_tf.pipelines.streams import input_stream
+
         labels = run.training_labels()
-        x, y = run.load_dataset().inputs(labels["indices"]), labels["given"]
+        x = input_stream(run.load_dataset(), labels["indices"], batch_size=batch_size)
+        y = labels["given"]
     models = {"probabilities": run.load_model("ensemble"), "weights": run.load_model("final")}
     if score in DYNAMICS_SCORES and dynamics is None:
         dynamics = run.join(RunDirectory.TRAINING_DYNAMICS)
     return x, y, models, dynamics
 
 
-def _check_labels(x, y):
+def _check_inputs_and_labels(x, y):
     if x is None or y is None:
         raise ValueError(
             "With a model as `source`, pass the training inputs `x` and their labels `y`. "
@@ -253,14 +269,10 @@ def _check_labels(x, y):
             "Received an invalid value for `y`, expected a non-empty 1-D array of integer "
             f"class ids. Received: y with shape {labels.shape} and dtype {labels.dtype}"
         )
-    if len(x) != len(labels):
-        raise ValueError(
-            f"`x` and `y` must have the same length. Received: len(x)={len(x)}, "
-            f"len(y)={len(labels)}"
-        )
     if labels.min() < 0:
         raise ValueError(f"The labels `y` must be class ids >= 0. Received: min(y)={labels.min()}")
-    return labels.astype("int64")
+    # Their lengths are compared as `x` is read (a dataset's length is known only then).
+    return check_model_inputs(x, "x"), labels.astype("int64")
 
 
 def _check_dynamics(dynamics, y, score):

@@ -44,9 +44,11 @@ CIFAR100_COARSE_LABELS = np.array(
 
 # Xia et al. (2020) draw each sample's flip rate from N(rate, 0.1^2) truncated to [0, 1].
 INSTANCE_RATE_STD = 0.1
-# Samples read at once when instance noise scores features: bounds the memory it takes
-# (256 RGB images of 128x128 are 50 MB as float32).
+# Samples read at once when instance noise scores features, at most FEATURE_CHUNK and at
+# most FEATURE_CHUNK_BYTES of float64 features: bounds the memory it takes whatever the
+# image size (85 RGB images of 128x128 at a time; 256 CIFAR images).
 FEATURE_CHUNK = 256
+FEATURE_CHUNK_BYTES = 32 * 2**20
 
 
 def corrupt_labels(
@@ -339,6 +341,7 @@ def _instance_rows(labels, features, *, rate, num_classes, seed):
         flat = np.asarray(features).reshape(len(labels), -1)
         read = flat.__getitem__
     dimension = int(np.prod(np.shape(read(np.zeros(1, np.int64)))[1:]))
+    chunk_size = max(1, min(FEATURE_CHUNK, FEATURE_CHUNK_BYTES // (8 * dimension)))
     rows = np.zeros((len(labels), num_classes))
     # W[k] is drawn class by class in order, the same stream as one [K, D, K] draw, without
     # holding the whole tensor (100 x 3072 x 100 for CIFAR-100). Features are read a chunk
@@ -351,7 +354,7 @@ def _instance_rows(labels, features, *, rate, num_classes, seed):
         scores = np.concatenate(
             [
                 np.asarray(read(chunk)).reshape(len(chunk), -1).astype(np.float64) @ projection
-                for chunk in np.array_split(members, -(-members.size // FEATURE_CHUNK))
+                for chunk in np.array_split(members, -(-members.size // chunk_size))
             ]
         )
         scores[:, k] = -np.inf

@@ -454,6 +454,33 @@ def apply_label_noise(
     return positioned.map(lambda position, element: relabel(position, element)), report
 
 
+def input_stream(dataset, indices, *, batch_size):
+    """The inputs of some training samples as a finite stream, for passes that score them.
+
+    The samples are read as the training stream reads them (gathered from memory, or
+    decoded from disk for a `StreamedDataset`) and scaled the same way, but un-augmented,
+    in the order of `indices`, and without labels: a pass over the stream never holds more
+    than a few batches.
+
+    Args:
+        dataset: an `InMemoryDataset` or a `StreamedDataset`.
+        indices: int array `[n]`, positions in its training split.
+        batch_size: positive int.
+
+    Returns:
+        A `tf.data.Dataset` of float32 batches `[b, *input_shape]`, `ceil(n / batch_size)` of
+        them, prefetched.
+    """
+    batch_size = check_positive_int("batch_size", batch_size)
+    if isinstance(dataset, StreamedDataset):
+        read = dataset.pixel_reader("train")
+    else:
+        read = _gatherer(dataset.x_train)
+    return _batches(
+        read, None, indices, batch_size=batch_size, scale=dataset.pixel_scale
+    ).prefetch(tf.data.AUTOTUNE)
+
+
 def _split_meta(
     pool, *, clean, noisy, meta_objective, meta_size, labeled_fraction, num_unlabeled, seed
 ):

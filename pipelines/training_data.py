@@ -106,14 +106,35 @@ class TrainingData:
         """Bool array aligned with `labeled_indices`: True where the given label is wrong."""
         return self.labeled_noisy_labels != self.labeled_clean_labels
 
-    def labeled_inputs(self):
-        """Float32 un-augmented inputs of the samples of `labeled_indices`."""
-        return self.dataset.inputs(self.labeled_indices)
-
     def train_inputs(self, indices=None):
-        """Float32 un-augmented inputs of the training samples (`train_indices[indices]`)."""
+        """Float32 un-augmented inputs of the training samples (`train_indices[indices]`),
+        as one array; `input_stream` reads them without holding them all."""
         positions = self.train_indices if indices is None else self.train_indices[indices]
         return self.dataset.inputs(positions)
+
+    def input_stream(self, indices, batch_size):
+        """The inputs of some samples of the training split as a finite stream.
+
+        Float32 batches `[b, *input_shape]`, un-augmented, in the order of `indices`, read
+        (or decoded from disk) as the training stream reads them, a few batches at a time:
+        for passes that score many samples, such as `TrainingDynamicsRecorder` and
+        `clidmu_tf.label_issues` over `labeled_indices`.
+
+        Args:
+            indices: int array, positions in `dataset.x_train` (for example
+                `train_indices` or `labeled_indices`).
+            batch_size: positive int.
+
+        Returns:
+            A finite `tf.data.Dataset` of input batches.
+
+        Raises:
+            ValueError: for a non-positive `batch_size`.
+        """
+        # Imported here: `streams` builds `TrainingData` and imports this module.
+        from clidmu_tf.pipelines.streams import input_stream
+
+        return input_stream(self.dataset, indices, batch_size=batch_size)
 
     def summary(self):
         """A JSON-serialisable description, for run logs."""

@@ -1,5 +1,5 @@
-"""`clidmu-tf train` on an image folder reads it from disk (streamed), end to end, and
-`inspect` reads the run back."""
+"""`clidmu-tf train` on an image folder reads it from disk (streamed), end to end, never
+more than a batch of images at a time, and `inspect` reads the run back."""
 
 import csv
 import io
@@ -8,11 +8,12 @@ import numpy as np
 from PIL import Image
 
 from clidmu_tf.cli.run_directory import RunDirectory
+from clidmu_tf.pipelines import streamed_dataset
 from clidmu_tf.cli.run_report import RunReport
 from tests.test_cli import run_cli
 
 
-def test_train_streams_a_folder_and_inspect_reads_it_back(tmp_path, capsys):
+def test_train_streams_a_folder_and_inspect_reads_it_back(tmp_path, capsys, monkeypatch):
     rng = np.random.default_rng(0)
     folder = tmp_path / "shapes"
     for label in range(3):
@@ -21,6 +22,18 @@ def test_train_streams_a_folder_and_inspect_reads_it_back(tmp_path, capsys):
             pixels = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
             pixels[..., label] //= 3
             Image.fromarray(pixels).save(folder / f"class_{label}" / f"{index:02d}.png")
+    # A folder streamed under a memory ceiling: every stage (the instance noise, training,
+    # the snapshots, the training dynamics, the evaluation, the label-issue ranking, the
+    # export's check, inspect) decodes at most a batch of images at a time, never the 48
+    # training images whole, so memory does not grow with the folder.
+    decoded = []
+
+    def read_images(files, image_shape, *, resize):
+        decoded.append(len(files))
+        return original_read_images(files, image_shape, resize=resize)
+
+    original_read_images = streamed_dataset.read_images
+    monkeypatch.setattr(streamed_dataset, "read_images", read_images)
     out = tmp_path / "run"
     status, _, err = run_cli(
         capsys, "train", "--out", str(out), "--dataset", str(folder), "--image-size", "8x8",
@@ -37,6 +50,8 @@ def test_train_streams_a_folder_and_inspect_reads_it_back(tmp_path, capsys):
     assert 0.0 <= report["ensemble_test_accuracy"] <= 1.0
     labels = RunDirectory(out).training_labels()
     assert len(labels["weights"]) == 48
+    assert sum(decoded) > 4 * 60 and max(decoded) <= 16, decoded
+    decoded.clear()
 
     status, csv_text, err = run_cli(
         capsys, "inspect", str(out), "--top", "5", "--score", "final_weight"
@@ -44,6 +59,7 @@ def test_train_streams_a_folder_and_inspect_reads_it_back(tmp_path, capsys):
     assert status == 0, err
     rows = list(csv.DictReader(io.StringIO(csv_text)))
     assert len(rows) == 5
+    assert sum(decoded) >= 48 and max(decoded) <= 16, decoded
     # The ranking read back from disk agrees with the one training wrote.
     least_trusted = np.argsort(labels["weights"], kind="stable")[:5]
     np.testing.assert_allclose(

@@ -141,3 +141,38 @@ def test_a_resumed_recorder_starts_from_the_records_on_disk(trained):
     assert TrainingDynamicsRecorder(x, y, path=path).dynamics()["epochs"].tolist() == []
     with pytest.raises(ValueError, match="other labels"):
         TrainingDynamicsRecorder(x, (y + 1) % NUM_CLASSES, path=path, resume=True)
+
+
+def test_a_stream_of_batches_gives_the_records_and_ranking_of_the_array(trained):
+    model, x, y, recorder, _ = trained
+    # Batches like the array's slices (16, 16 and 8), so the float32 sums are the same.
+    stream = tf.data.Dataset.from_tensor_slices(x).batch(16)
+    streamed = TrainingDynamicsRecorder(stream, y, batch_size=16)
+    in_memory = TrainingDynamicsRecorder(x, y, batch_size=16)
+    for callback in (streamed, in_memory):
+        callback.set_model(model)
+        callback.on_epoch_end(0)
+    for name, values in in_memory.dynamics().items():
+        np.testing.assert_allclose(streamed.dynamics()[name], values, rtol=1e-6, err_msg=name)
+    dynamics = recorder.dynamics()
+    for score in ("final_weight", "early_loss"):
+        expected = label_issues(model, x, y, score=score, dynamics=dynamics)
+        got = label_issues(model, stream, y, score=score, dynamics=dynamics)
+        np.testing.assert_array_equal(got["ranking"], expected["ranking"])
+        np.testing.assert_allclose(got["probabilities"], expected["probabilities"], rtol=1e-6)
+        np.testing.assert_allclose(got["weights"], expected["weights"], rtol=1e-6)
+        assert got["num_issues"] == expected["num_issues"]
+
+
+def test_a_stream_of_another_length_than_the_labels_is_refused(trained):
+    model, x, y, _, _ = trained
+    for short, name in ((x[:-3], "len\\(x\\)=37"), (np.concatenate([x, x[:3]]), "more than 40")):
+        stream = tf.data.Dataset.from_tensor_slices(short).batch(16)
+        recorder = TrainingDynamicsRecorder(stream, y)
+        recorder.set_model(model)
+        with pytest.raises(ValueError, match=f"same length.*{name}"):
+            recorder.on_epoch_end(0)
+        with pytest.raises(ValueError, match=f"same length.*{name}"):
+            label_issues(model, stream, y, score="ensemble")
+    with pytest.raises(ValueError, match="infinite"):
+        TrainingDynamicsRecorder(tf.data.Dataset.from_tensor_slices(x).batch(8).repeat(), y)

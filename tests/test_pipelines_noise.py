@@ -190,6 +190,29 @@ def test_instance_noise_depends_on_the_features():
     assert np.mean(np.max(off_diagonal, axis=1) / np.sum(off_diagonal, axis=1)) > 0.2
 
 
+def test_instance_noise_reads_large_features_in_chunks_of_bounded_bytes(monkeypatch):
+    from clidmu_tf.pipelines import noise
+
+    labels = balanced_labels(4, 600)
+    features = features_for(labels, dim=64)
+    expected, _ = corrupt_labels(
+        labels, kind="instance", rate=RATE, num_classes=4, seed=1, features=features
+    )
+    read_sizes = []
+
+    def read(indices):
+        read_sizes.append(len(indices))
+        return features[indices]
+
+    # 64 float64 values per sample: 10 samples per chunk under a 5,120-byte bound.
+    monkeypatch.setattr(noise, "FEATURE_CHUNK_BYTES", 10 * 64 * 8)
+    chunked, _ = corrupt_labels(
+        labels, kind="instance", rate=RATE, num_classes=4, seed=1, features=read
+    )
+    np.testing.assert_array_equal(chunked, expected)
+    assert max(read_sizes) == 10 and sum(read_sizes) == len(labels) + 1
+
+
 def test_transition_kind_uses_the_given_matrix():
     matrix = np.array([[0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [0.1, 0.2, 0.7]])
     labels = balanced_labels(3, 30_000)

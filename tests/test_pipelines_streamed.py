@@ -8,7 +8,8 @@ import tensorflow as tf
 from PIL import Image
 
 import clidmu_tf
-from clidmu_tf.callbacks import CLIDSnapshotEnsemble
+from clidmu_tf.callbacks import CLIDSnapshotEnsemble, TrainingDynamicsRecorder
+from clidmu_tf.label_issue_ranking import label_issues
 from clidmu_tf.pipelines import (
     StreamedDataset,
     load_image_folder,
@@ -92,7 +93,12 @@ def test_fit_and_the_snapshot_callback_read_a_streamed_folder(both, tmp_path):
     model = clidmu_tf.CLIDMUModel(clidmu_tf.backbones.mlp(data.input_shape, CLASSES), seed=0)
     model.compile(optimizer=keras.optimizers.SGD(0.05))
     snapshots = CLIDSnapshotEnsemble(data.meta_stream, top_k=1, directory=tmp_path / "snapshots")
-    history = model.fit(data.train, epochs=2, callbacks=[snapshots], verbose=0)
+    # The training dynamics, read from disk batch by batch, and from the split held whole.
+    recorders = [
+        TrainingDynamicsRecorder(inputs, data.train_noisy_labels, batch_size=12)
+        for inputs in (data.input_stream(data.train_indices, 12), data.train_inputs())
+    ]
+    history = model.fit(data.train, epochs=2, callbacks=[snapshots, *recorders], verbose=0)
     assert np.all(np.isfinite(history.history["meta_clid"]))
     assert len(snapshots.snapshots) == 1
     # Scored from disk batch by batch, CLID equals the score over the meta set in memory.
@@ -101,6 +107,17 @@ def test_fit_and_the_snapshot_callback_read_a_streamed_folder(both, tmp_path):
     assert snapshots.score(model.backbone) == pytest.approx(in_memory.score(model.backbone), rel=1e-6)
     scores = model.evaluate(data.evaluation, return_dict=True, verbose=0)
     assert 0.0 <= scores["accuracy"] <= 1.0
+    streamed, in_memory = (recorder.dynamics() for recorder in recorders)
+    for name, values in in_memory.items():
+        np.testing.assert_array_equal(streamed[name], values, err_msg=name)
+    # The label-issue ranking of the streamed split is the one of the split in memory.
+    for score in ("early_loss", "final_weight"):
+        got = label_issues(model, data.input_stream(data.train_indices, 12), data.train_noisy_labels,
+                           score=score, dynamics=streamed)  # fmt: skip
+        expected = label_issues(model, data.train_inputs(), data.train_noisy_labels,
+                                score=score, dynamics=in_memory, batch_size=12)  # fmt: skip
+        np.testing.assert_array_equal(got["ranking"], expected["ranking"])
+        np.testing.assert_array_equal(got["weights"], expected["weights"])
 
 
 def test_mixed_sizes_without_image_size_are_refused_before_decoding(folder):

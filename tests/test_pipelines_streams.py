@@ -224,6 +224,12 @@ def test_summary_and_inputs(tagged):
     assert summary["noise"]["kind"] == "random_flip"
     np.testing.assert_array_equal(data.train_inputs([3, 4])[:, 0], data.train_indices[[3, 4]])
     assert data.input_shape == (2,) and data.num_classes == 5
+    # The stream of the training inputs: in order, un-augmented, in batches, finite.
+    batches = [batch.numpy() for batch in data.input_stream(data.train_indices, 64)]
+    assert [len(batch) for batch in batches[:-1]] == [64] * (len(batches) - 1)
+    np.testing.assert_array_equal(np.concatenate(batches), data.train_inputs())
+    picked = data.input_stream(np.array([5, 1, 3]), batch_size=2).as_numpy_iterator()
+    np.testing.assert_array_equal(np.concatenate(list(picked))[:, 0], [5, 1, 3])
 
 
 def test_held_out_selection_set_is_never_trained_on_nor_in_the_meta_set(tagged):

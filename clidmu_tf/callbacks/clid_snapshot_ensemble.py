@@ -3,18 +3,12 @@ import operator
 import os
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from clidmu_tf.atomic_files import save_weights_atomically
 from clidmu_tf.callbacks import snapshot_store
 from clidmu_tf.metrics.clid import CLID
-from clidmu_tf.validation import (
-    check_finite_inputs,
-    check_positive_float,
-    check_positive_int,
-    invalid_value,
-)
+from clidmu_tf.model_inputs import check_model_inputs, input_batches
+from clidmu_tf.validation import check_positive_float, check_positive_int, invalid_value
 
 DEFAULT_TEMPERATURE = 0.5
 
@@ -243,7 +237,7 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
         model = self._scored_model() if model is None else model
         temperature = DEFAULT_TEMPERATURE if self.temperature is None else self.temperature
         metric = CLID(temperature=temperature)
-        for batch in self._meta_batches(model):
+        for batch in input_batches(self.meta_data, self.batch_size, model):
             outputs = model(batch, training=False)
             if not isinstance(outputs, dict) or not {"logits", "features"} <= set(outputs):
                 raise ValueError(
@@ -280,67 +274,10 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
         backbone = getattr(self.model, "backbone", None)
         return backbone if isinstance(backbone, keras.Model) else self.model
 
-    def _meta_batches(self, model):
-        if isinstance(self.meta_data, tf.data.Dataset):
-            for element in self.meta_data:
-                yield _inputs_of(element, model)
-            return
-        size = len(tf.nest.flatten(self.meta_data)[0])
-        for start in range(0, size, self.batch_size):
-            yield tf.nest.map_structure(
-                lambda array: array[start : start + self.batch_size], self.meta_data
-            )
-
-
 def _as_json(value):
     return json.loads(json.dumps(value))
 
 
 def _check_meta_data(meta_data):
-    if isinstance(meta_data, tf.data.Dataset):
-        if meta_data.cardinality() == tf.data.INFINITE_CARDINALITY:
-            raise ValueError(
-                "Received an invalid value for `meta_data`, expected a finite dataset (the "
-                "whole meta set is scored after each epoch; pass it without `.repeat()`). "
-                "Received: meta_data with infinite cardinality"
-            )
-        return meta_data
-    structure = meta_data if isinstance(meta_data, (dict, tuple)) else None
-    try:
-        arrays = [np.asarray(leaf) for leaf in tf.nest.flatten(meta_data)]
-    except (TypeError, ValueError):
-        raise invalid_value("meta_data", "an array or a tf.data.Dataset of inputs", meta_data)
-    if structure is None:
-        arrays = [np.asarray(meta_data)]
-    lengths = {array.shape[0] if array.ndim else 0 for array in arrays}
-    for array in arrays:
-        if array.ndim < 2 or array.shape[0] < 2 or array.size == 0 or array.dtype == object:
-            raise ValueError(
-                "Received an invalid value for `meta_data`, expected a non-empty array of at "
-                f"least 2 samples, shape [N, ...] (or a dict / tuple of such arrays for a "
-                f"multi-input model). Received: meta_data.shape={array.shape}, dtype "
-                f"{array.dtype}"
-            )
-    if len(lengths) > 1:
-        raise ValueError(
-            "Received an invalid value for `meta_data`: the arrays of a multi-input meta set "
-            f"must hold the same number of samples. Received: lengths {sorted(lengths)}"
-        )
-    check_finite_inputs(meta_data if structure is not None else arrays[0], "meta_data")
-    if structure is None:
-        return arrays[0]
-    return tf.nest.pack_sequence_as(structure, arrays)
-
-
-def _inputs_of(element, model):
-    """The input batch of a dataset element: the element itself, or its first item.
-
-    An element that has the structure of the model's inputs (a dict, or a tuple for a
-    tuple-input model) is the input batch; any other tuple is read as `(inputs, ...)`.
-    """
-    try:
-        tf.nest.assert_same_structure(element, model.input, check_types=False)
-        return element
-    except (ValueError, TypeError, AttributeError):
-        pass
-    return element[0] if isinstance(element, (tuple, list)) else element
+    # CLID compares the samples of a batch with each other.
+    return check_model_inputs(meta_data, "meta_data", min_samples=2)

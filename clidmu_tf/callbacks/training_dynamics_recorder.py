@@ -5,6 +5,7 @@ import keras
 import numpy as np
 
 from clidmu_tf.atomic_files import write_bytes_atomically
+from clidmu_tf.model_inputs import check_model_inputs, labelled_input_batches, num_samples
 from clidmu_tf.validation import check_positive_int, invalid_value
 
 
@@ -12,7 +13,7 @@ class TrainingDynamicsRecorder(keras.callbacks.Callback):
     """Records, after every epoch, how the model sees each training sample's given label.
 
     After each epoch the callback runs the model in inference mode over `x` (the training
-    samples, un-augmented) and keeps, per sample:
+    samples, un-augmented), batch by batch, and keeps, per sample:
 
     - `given_probability`: the softmax probability of the given label;
     - `margin`: the given label's logit minus the largest other logit (the margin whose
@@ -25,22 +26,28 @@ class TrainingDynamicsRecorder(keras.callbacks.Callback):
     gives the given label a low probability, a negative margin and a low weight, before it
     memorises it. `clidmu_tf.label_issues` turns these records into rankings.
 
-    The arrays are kept in memory (3 float32 values per sample and epoch) and, when `path`
+    Only the records are kept in memory (3 float32 values per sample and epoch): `x` may be
+    a stream read from disk, such as `TrainingData.input_stream`. When `path`
     is given, written to that `.npz` file after every epoch through a temporary file and a
     rename, so an interrupted run keeps the epochs it finished; with `resume=True` a new
     process continues from that file. An epoch that is run again replaces its earlier record.
 
     Args:
-        x: the training inputs, an array `[N, ...]` (float32, as the model reads them).
+        x: the training inputs, as the model reads them (float32): an array `[N, ...]` (a
+            dict or tuple of such arrays for a multi-input backbone), or a finite
+            `tf.data.Dataset` of input batches (or of tuples whose first item is the input
+            batch), in the order of `y`, read whole after every epoch.
         y: the given (possibly wrong) labels, integers `[N]`.
         path: the `.npz` file to write, or None to keep the records in memory only.
-        batch_size: positive int, the batch size of the inference pass.
+        batch_size: positive int, the batch size of the inference pass over an array `x`.
         resume: bool; True starts from the records already in `path` (a resumed run), if
             any, which must be of the same labels.
 
     Raises:
-        ValueError: for `x` and `y` of different lengths, labels that are not a 1-D integer
-            array, a non-positive `batch_size`, or records to resume of other labels.
+        ValueError: for `x` and `y` of different lengths (for a dataset `x`, when an epoch
+            ends), labels that are not a 1-D integer array, an infinite dataset, inputs
+            holding NaN or inf, a non-positive `batch_size`, or records to resume of other
+            labels.
 
     Example:
 
@@ -68,12 +75,13 @@ class TrainingDynamicsRecorder(keras.callbacks.Callback):
         labels = np.asarray(y)
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
             raise invalid_value("y", "a 1-D array of integer class ids", y)
-        if len(x) != len(labels):
+        self.x = check_model_inputs(x, "x")
+        total = num_samples(self.x)
+        if total is not None and total != len(labels):
             raise ValueError(
-                "`x` and `y` must have the same length. Received: "
-                f"len(x)={len(x)}, len(y)={len(labels)}"
+                f"`x` and `y` must have the same length. Received: len(x)={total}, "
+                f"len(y)={len(labels)}"
             )
-        self.x = x
         self.y = labels.astype("int32")
         self.path = None if path is None else os.fspath(path)
         self.batch_size = check_positive_int("batch_size", batch_size)
@@ -115,12 +123,17 @@ class TrainingDynamicsRecorder(keras.callbacks.Callback):
         return arrays
 
     def _measure(self):
-        logits = []
-        for start in range(0, len(self.y), self.batch_size):
-            outputs = self.model(self.x[start : start + self.batch_size], training=False)
+        weighs = getattr(self.model, "meta_objective", "none") != "none"
+        logits, weights = [], []
+        for batch, labels in labelled_input_batches(self.x, self.y, self.batch_size, self.model):
+            outputs = self.model(batch, training=False)
             if isinstance(outputs, dict):
                 outputs = outputs["logits"]
             logits.append(keras.ops.convert_to_numpy(outputs).astype("float64"))
+            if weighs:
+                weights.append(
+                    self.model.per_sample_weights(batch, labels, batch_size=len(labels))
+                )
         logits = np.concatenate(logits)
         rows = np.arange(len(self.y))
         given_logit = logits[rows, self.y]
@@ -131,10 +144,8 @@ class TrainingDynamicsRecorder(keras.callbacks.Callback):
             "given_probability": (shifted[rows, self.y] / shifted.sum(axis=1)).astype("float32"),
             "margin": (given_logit - others.max(axis=1)).astype("float32"),
         }
-        if getattr(self.model, "meta_objective", "none") != "none":
-            record["weight"] = self.model.per_sample_weights(
-                self.x, self.y, batch_size=self.batch_size
-            )
+        if weighs:
+            record["weight"] = np.concatenate(weights)
         return record
 
 

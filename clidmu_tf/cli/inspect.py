@@ -51,8 +51,10 @@ def run(args):
             f"({', '.join(m for m in sorted(training_job.METHODS) if m != 'ce')})."
         )
     labels = run_directory.training_labels()
-    x = run_directory.load_dataset().inputs(labels["indices"])
-    issues = label_issues(args.run_dir, x, labels["given"], score=args.score)
+    # The run's training samples are streamed in its training batches, as training read them.
+    issues = label_issues(
+        args.run_dir, score=args.score, batch_size=report["config"]["batch_size"]
+    )
     noise_known = report.get("noise", {}).get("kind") not in (None, "none")
     rows = rank_label_errors(
         issues,

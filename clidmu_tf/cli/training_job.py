@@ -462,8 +462,9 @@ class TrainingJob:
         from clidmu_tf.callbacks import TrainingDynamicsRecorder
 
         self.dynamics = TrainingDynamicsRecorder(
-            # Every given label, the held-out selection set's too (seen, never trained on).
-            self.data.labeled_inputs(),
+            # Every given label, the held-out selection set's too (seen, never trained on),
+            # read from the dataset batch by batch after each epoch.
+            self.data.input_stream(self.data.labeled_indices, self.data.batch_size),
             self.data.labeled_noisy_labels,
             path=self.run_directory.join(RunDirectory.TRAINING_DYNAMICS),
             resume=self.resume,
@@ -720,7 +721,9 @@ class TrainingJob:
         with self.report.timed("rank_label_errors"):
             # The ranking `inspect` gives by default, from the run's saved files.
             issues = label_issues(
-                self.run_directory.path, data.labeled_inputs(), data.labeled_noisy_labels
+                self.run_directory.path,
+                data.input_stream(data.labeled_indices, data.batch_size),
+                data.labeled_noisy_labels,
             )
             self.label_issues = issues
             self.weights = issues["weights"]

@@ -189,7 +189,8 @@ def test_augmentation_switches(tagged):
     (_, _), x_meta = next(iter(unaugmented_meta.train))
     assert np.all(x_meta.numpy() == 1.0)
     digits = make_training_data("digits", meta_size=100)
-    assert digits.augmentation.is_identity
+    assert digits.augmentation.crop_padding == 1 and not digits.augmentation.flip
+    assert make_training_data("digits", meta_size=100, augment=None).augmentation.is_identity
     with pytest.raises(ValueError, match=r"needs samples of shape \(height, width, channels\)"):
         make_training_data(tagged, augment="cifar")
 

@@ -115,10 +115,8 @@ def train(run_dir, dataset, kind, rate, seed, quick):
     return True
 
 
-def cross_validated_cleanlab(x, given, seed):
-    """cleanlab's quality on 5-fold cross-validated logistic regression, and its cost."""
-    from cleanlab.count import num_label_issues
-    from cleanlab.rank import get_label_quality_scores
+def cross_validated_probabilities(x, given, seed):
+    """5-fold cross-validated probabilities of a logistic regression, and their cost in s."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
@@ -131,16 +129,31 @@ def cross_validated_cleanlab(x, given, seed):
         cv=StratifiedKFold(CROSS_VALIDATION_FOLDS, shuffle=True, random_state=seed),
         method="predict_proba",
     )
-    seconds = time.perf_counter() - start
-    return (
-        get_label_quality_scores(given, probabilities),
-        int(num_label_issues(given, probabilities)),
-        seconds,
-    )
+    return probabilities, time.perf_counter() - start
+
+
+# Estimates of how many labels are wrong, each from one set of class probabilities: cleanlab's
+# confident-learning count (`cleanlab.count.num_label_issues`) with either of its estimation
+# methods, and, as a plain reference, the samples whose most probable class is not the label.
+COUNT_METHODS = ("off_diagonal", "off_diagonal_calibrated", "argmax")
+
+
+def suggested_counts(given, probabilities):
+    """The label-free estimates of the number of wrong labels, one per `COUNT_METHODS`."""
+    from cleanlab.count import num_label_issues
+
+    counts = {
+        method: int(num_label_issues(given, probabilities, estimation_method=method))
+        for method in COUNT_METHODS[:2]
+    }
+    counts["argmax"] = int(np.sum(probabilities.argmax(axis=1) != given))
+    return counts
 
 
 def evaluate_cell(run_dir, seed):
     """Every ranking of one trained cell, scored against the known flips."""
+    from cleanlab.rank import get_label_quality_scores
+
     from clidmu_tf.callbacks import load_dynamics
     from clidmu_tf.cli.run_directory import RunDirectory
     from clidmu_tf.label_issue_ranking import SCORES, label_issues, label_quality, ranking_metrics
@@ -157,13 +170,23 @@ def evaluate_cell(run_dir, seed):
             score, given, issues["probabilities"], weights=issues["weights"], dynamics=dynamics
         )
         rankings[score] = ranking_metrics(quality, flipped)
-    cv_quality, cv_issues, cv_seconds = cross_validated_cleanlab(x, given, seed)
-    rankings["cleanlab_cv_logistic"] = ranking_metrics(cv_quality, flipped)
+    cv_probabilities, cv_seconds = cross_validated_probabilities(x, given, seed)
+    rankings["cleanlab_cv_logistic"] = ranking_metrics(
+        get_label_quality_scores(given, cv_probabilities), flipped
+    )
     report = run.report()
     return {
         "num_train": int(len(given)),
         "num_flipped": int(flipped.sum()),
-        "suggested_num_issues": {"ensemble": issues["num_issues"], "cleanlab_cv_logistic": cv_issues},
+        # The product's suggestion (what `label_issues` returns as `num_issues`), then every
+        # estimate on each set of probabilities: the early epochs' mean (recorded by
+        # TrainingDynamicsRecorder), the snapshot ensemble's, the cross-validated logistic's.
+        "suggested_num_issues": issues["num_issues"],
+        "count_estimates": {
+            "early": suggested_counts(given, dynamics["early_probabilities"]),
+            "ensemble": suggested_counts(given, issues["probabilities"]),
+            "cleanlab_cv_logistic": suggested_counts(given, cv_probabilities),
+        },
         "rankings": rankings,
         "seconds": {
             "clidmu_training": report["timings"].get("train_method"),

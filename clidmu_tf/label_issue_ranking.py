@@ -26,6 +26,11 @@ DEFAULT_SCORE = "early_loss"
 DYNAMICS_SCORES = {"mean_weight": "weight", "early_loss": "given_probability", "margin": "margin"}
 # Probabilities are clipped before taking logs, so that a certain wrong label has a finite loss.
 MIN_PROBABILITY = 1e-12
+# How cleanlab counts the label issues (`cleanlab.count.num_label_issues`'s
+# `estimation_method`) for the suggested number of wrong labels, on the class probabilities
+# averaged over the first third of the epochs: the estimate closest to the true number of
+# flips in BENCHMARKS.md ("Finding wrong labels").
+COUNT_ESTIMATION_METHOD = "off_diagonal"
 
 
 def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, batch_size=256):
@@ -38,8 +43,10 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
     loss over the first third of the epochs, separates them best (BENCHMARKS.md, "Finding
     wrong labels"); the final weights and the ensemble, whose epochs CLID often picks after
     the wrong labels were memorised, separate them less. The suggested number of label
-    issues is cleanlab's confident-learning estimate (`cleanlab.count.num_label_issues`) on
-    the class probabilities.
+    issues is cleanlab's confident-learning estimate (`suggested_num_issues`) on the class
+    probabilities averaged over the same early epochs, which `TrainingDynamicsRecorder`
+    keeps: on the ensemble's or the final model's probabilities, which have memorised many
+    wrong labels, it falls far short.
 
     Args:
         source: a run directory written by `clidmu-tf train` (its snapshot ensemble,
@@ -56,7 +63,8 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
             `"final_weight"`.
         dynamics: with a model `source`, the records of `TrainingDynamicsRecorder` (its
             `dynamics()` dict, or the path of the `.npz` it wrote), needed by the scores
-            `mean_weight`, `early_loss` and `margin`.
+            `mean_weight`, `early_loss` and `margin` and by the suggested number of wrong
+            labels. A run directory's own records are read when None.
         batch_size: positive int, the batch size of the passes over `x`.
 
     Returns:
@@ -65,8 +73,10 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
           (ascending quality, ties broken by the probability of the given label);
         - `"quality"`: float64 `[N]`, the chosen score (higher: label more likely right);
         - `"score"`: the score's name;
-        - `"num_issues"`: int, cleanlab's estimate of how many labels are wrong, a
-          suggested cut-off of the ranking;
+        - `"num_issues"`: int, the estimate of how many labels are wrong, a suggested
+          cut-off of the ranking (`suggested_num_issues`), or None without the recorded
+          early class probabilities (no `dynamics`, or records written before they were
+          kept);
         - `"probabilities"`: float64 `[N, C]`, the class probabilities (the ensemble's for
           a run directory, else the model's);
         - `"weights"`: float32 `[N]`, the final meta-model's weights, or None when the model
@@ -91,13 +101,13 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
     """
     check_choice("score", score, SCORES)
     check_positive_int("batch_size", batch_size)
-    cleanlab_count = _import_cleanlab()
+    _import_cleanlab()
     if isinstance(source, (str, os.PathLike)):
         x, y, models, dynamics = _read_run(source, x, y, score, dynamics)
     else:
         models = {"probabilities": source, "weights": source}
     y = _check_labels(x, y)
-    if score in DYNAMICS_SCORES:
+    if score in DYNAMICS_SCORES or dynamics is not None:
         dynamics = _check_dynamics(dynamics, y, score)
     probabilities = class_probabilities(models["probabilities"], x, batch_size)
     if probabilities.shape[1] <= y.max():
@@ -120,7 +130,11 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
         "ranking": np.lexsort((given_probability, quality)).astype("int64"),
         "quality": quality,
         "score": score,
-        "num_issues": int(cleanlab_count.num_label_issues(y, probabilities)),
+        "num_issues": (
+            suggested_num_issues(y, dynamics["early_probabilities"])
+            if dynamics is not None and "early_probabilities" in dynamics
+            else None
+        ),
         "probabilities": probabilities,
         "weights": weights,
     }
@@ -159,6 +173,49 @@ def label_quality(score, y, probabilities, *, weights=None, dynamics=None):
         early = dynamics["given_probability"][: early_epochs(len(dynamics["epochs"]))]
         return np.log(np.maximum(early.astype(np.float64), MIN_PROBABILITY)).mean(axis=0)
     return dynamics["margin"].astype(np.float64).mean(axis=0)
+
+
+def suggested_num_issues(y, early_probabilities):
+    """How many of the given labels are wrong, estimated without knowing which.
+
+    cleanlab's confident-learning count (`cleanlab.count.num_label_issues`, with
+    `COUNT_ESTIMATION_METHOD`) on the class probabilities averaged over the first third of
+    the epochs (`early_epochs`), as `TrainingDynamicsRecorder` keeps them. Confident learning
+    needs probabilities of a model that has not fitted the wrong labels; cleanlab gets them
+    by cross-validation, which would cost more trainings, while a network trained on noisy
+    labels learns the clean patterns before it memorises the wrong labels, so its early
+    epochs serve instead, at no extra training.
+
+    Args:
+        y: the given labels, int `[N]`.
+        early_probabilities: float `[N, C]`, the mean class probabilities of the early epochs
+            (the `early_probabilities` of `TrainingDynamicsRecorder.dynamics()`).
+
+    Returns:
+        int, the estimated number of wrong labels, in `[0, N]`.
+
+    Raises:
+        ImportError: if cleanlab is not installed.
+
+    Example:
+
+    >>> y = np.array([0, 0, 0, 1, 1, 1])
+    >>> early = np.array([[.9, .1], [.8, .2], [.2, .8], [.1, .9], [.3, .7], [.9, .1]])
+    >>> suggested_num_issues(y, early)
+    2
+
+    Reference:
+        Northcutt et al., "Confident Learning: Estimating Uncertainty in Dataset Labels",
+        JAIR 2021; Arpit et al., "A Closer Look at Memorization in Deep Networks", ICML 2017.
+    """
+    cleanlab_count = _import_cleanlab()
+    return int(
+        cleanlab_count.num_label_issues(
+            np.asarray(y),
+            np.asarray(early_probabilities, dtype=np.float64),
+            estimation_method=COUNT_ESTIMATION_METHOD,
+        )
+    )
 
 
 def early_epochs(num_epochs):
@@ -235,8 +292,9 @@ def _read_run(run_dir, x, y, score, dynamics):
         labels = run.training_labels()
         x, y = run.load_dataset().inputs(labels["indices"]), labels["given"]
     models = {"probabilities": run.load_model("ensemble"), "weights": run.load_model("final")}
-    if score in DYNAMICS_SCORES and dynamics is None:
-        dynamics = run.join(RunDirectory.TRAINING_DYNAMICS)
+    recorded = run.join(RunDirectory.TRAINING_DYNAMICS)
+    if dynamics is None and (score in DYNAMICS_SCORES or os.path.isfile(recorded)):
+        dynamics = recorded
     return x, y, models, dynamics
 
 
@@ -273,8 +331,8 @@ def _check_dynamics(dynamics, y, score):
         )
     if isinstance(dynamics, (str, os.PathLike)):
         dynamics = load_dynamics(dynamics)
-    needed = DYNAMICS_SCORES[score]
-    if needed not in dynamics or len(dynamics["epochs"]) == 0:
+    needed = DYNAMICS_SCORES.get(score)
+    if needed is not None and (needed not in dynamics or len(dynamics["epochs"]) == 0):
         raise ValueError(
             f"Received score={score!r}, which needs the recorded {needed!r} of at least one "
             f"epoch. Received: dynamics with {sorted(dynamics)} over "

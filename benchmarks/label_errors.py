@@ -47,6 +47,10 @@ import numpy as np  # noqa: E402
 NOISE_KINDS = ("symmetric", "instance", "asymmetric")
 DATASETS = ("digits", "mnist_5k")
 CROSS_VALIDATION_FOLDS = 5
+# Where the benchmark's runs keep each early epoch's class probabilities (see `train`).
+EARLY_EPOCHS_FILE = "early_epoch_probabilities.npz"
+# The windows (first k epochs) whose mean class probabilities the count estimates compare.
+COUNT_WINDOWS = (1, 2, 3, 4, 5, 7, 10)
 # What the quick smoke run trains: enough for every score to exist, no more.
 QUICK_CONFIG = {"limit_train": 100, "epochs": 1, "top_k": 1, "backbone": "mlp"}
 
@@ -111,8 +115,45 @@ def train(run_dir, dataset, kind, rate, seed, quick):
         "class_map": "mnist" if kind == "asymmetric" else None,
         **(QUICK_CONFIG if quick else {}),
     }
-    TrainingJob(config, run_dir, overwrite=True, verbose=0).run()
+    from unittest import mock
+
+    # The run's recorder also keeps each early epoch's class probabilities (the product keeps
+    # only their mean), so that the windows of the count estimate can be compared.
+    with mock.patch("clidmu_tf.callbacks.TrainingDynamicsRecorder", each_early_epoch_recorder()):
+        TrainingJob(config, run_dir, overwrite=True, verbose=0).run()
     return True
+
+
+def each_early_epoch_recorder():
+    """`TrainingDynamicsRecorder` that also writes the class probabilities of each epoch of
+    the first third, float16 `[E, N, C]`, to `EARLY_EPOCHS_FILE` beside its records."""
+    from clidmu_tf.callbacks import TrainingDynamicsRecorder
+    from clidmu_tf.callbacks.training_dynamics_recorder import save_dynamics
+    from clidmu_tf.label_issue_ranking import early_epochs
+
+    class EachEarlyEpochRecorder(TrainingDynamicsRecorder):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.each_epoch = {}
+
+        def _measure(self):
+            record, self.latest_probabilities = super()._measure()
+            return record, self.latest_probabilities
+
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            if epoch + 1 <= early_epochs(self.params["epochs"]) and self.path is not None:
+                self.each_epoch[epoch + 1] = self.latest_probabilities.astype("float16")
+                epochs = sorted(self.each_epoch)
+                save_dynamics(
+                    os.path.join(os.path.dirname(self.path), EARLY_EPOCHS_FILE),
+                    {
+                        "epochs": np.asarray(epochs, dtype="int32"),
+                        "probabilities": np.stack([self.each_epoch[e] for e in epochs]),
+                    },
+                )
+
+    return EachEarlyEpochRecorder
 
 
 def cross_validated_probabilities(x, given, seed):
@@ -150,6 +191,20 @@ def suggested_counts(given, probabilities):
     return counts
 
 
+def window_counts(path, given):
+    """The count estimates on the mean class probabilities of the first k epochs, for each k
+    of `COUNT_WINDOWS` recorded in `path` (none when the run did not keep them)."""
+    if not os.path.isfile(path):
+        return {}
+    with np.load(path) as arrays:
+        probabilities = arrays["probabilities"].astype(np.float64)
+    return {
+        f"first_{k}_epochs": suggested_counts(given, probabilities[:k].mean(axis=0))
+        for k in COUNT_WINDOWS
+        if k <= len(probabilities)
+    }
+
+
 def evaluate_cell(run_dir, seed):
     """Every ranking of one trained cell, scored against the known flips."""
     from cleanlab.rank import get_label_quality_scores
@@ -184,6 +239,7 @@ def evaluate_cell(run_dir, seed):
         "suggested_num_issues": issues["num_issues"],
         "count_estimates": {
             "early": suggested_counts(given, dynamics["early_probabilities"]),
+            **window_counts(run.join(EARLY_EPOCHS_FILE), given),
             "ensemble": suggested_counts(given, issues["probabilities"]),
             "cleanlab_cv_logistic": suggested_counts(given, cv_probabilities),
         },

@@ -67,6 +67,10 @@ def parse_args(argv=None):
                         help="where the cells' run directories are kept (for resuming).")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: one tiny digits cell, 1 epoch.")
+    parser.add_argument("--recount", action="store_true",
+                        help="only recompute, in --output, the count estimates from the early "
+                        "epochs' probabilities kept in the cells' runs under --work-dir (no "
+                        "training, no cross-validation).")
     parser.add_argument("--summary", action="store_true",
                         help="only print the table of --output (mean ± std over seeds).")
     args = parser.parse_args(argv)
@@ -126,24 +130,22 @@ def train(run_dir, dataset, kind, rate, seed, quick):
 
 def each_early_epoch_recorder():
     """`TrainingDynamicsRecorder` that also writes the class probabilities of each epoch of
-    the first third, float16 `[E, N, C]`, to `EARLY_EPOCHS_FILE` beside its records."""
+    the first third, float32 `[E, N, C]`, to `EARLY_EPOCHS_FILE` beside its records."""
     from clidmu_tf.callbacks import TrainingDynamicsRecorder
     from clidmu_tf.callbacks.training_dynamics_recorder import save_dynamics
-    from clidmu_tf.label_issue_ranking import early_epochs
+    from clidmu_tf.label_issue_ranking import class_probabilities, early_epochs
 
     class EachEarlyEpochRecorder(TrainingDynamicsRecorder):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.each_epoch = {}
 
-        def _measure(self):
-            record, self.latest_probabilities = super()._measure()
-            return record, self.latest_probabilities
-
         def on_epoch_end(self, epoch, logs=None):
             super().on_epoch_end(epoch, logs)
             if epoch + 1 <= early_epochs(self.params["epochs"]) and self.path is not None:
-                self.each_epoch[epoch + 1] = self.latest_probabilities.astype("float16")
+                self.each_epoch[epoch + 1] = class_probabilities(
+                    self.model, self.x, self.batch_size
+                ).astype("float32")
                 epochs = sorted(self.each_epoch)
                 save_dynamics(
                     os.path.join(os.path.dirname(self.path), EARLY_EPOCHS_FILE),
@@ -191,17 +193,26 @@ def suggested_counts(given, probabilities):
     return counts
 
 
-def window_counts(path, given):
-    """The count estimates on the mean class probabilities of the first k epochs, for each k
-    of `COUNT_WINDOWS` recorded in `path` (none when the run did not keep them)."""
+def early_counts(path, given):
+    """The count estimates from the early epochs' class probabilities recorded in `path`:
+    `early_epochs_max`, the largest of the per-epoch counts over the first third (the
+    product's rule, `suggested_num_issues`, with each method), and `first_k_epochs`, the
+    count on the mean probabilities of the first k epochs, for each k of `COUNT_WINDOWS`.
+    None when the run did not keep them."""
     if not os.path.isfile(path):
         return {}
     with np.load(path) as arrays:
         probabilities = arrays["probabilities"].astype(np.float64)
+    per_epoch = [suggested_counts(given, epoch) for epoch in probabilities]
     return {
-        f"first_{k}_epochs": suggested_counts(given, probabilities[:k].mean(axis=0))
-        for k in COUNT_WINDOWS
-        if k <= len(probabilities)
+        "early_epochs_max": {
+            method: max(counts[method] for counts in per_epoch) for method in COUNT_METHODS
+        },
+        **{
+            f"first_{k}_epochs": suggested_counts(given, probabilities[:k].mean(axis=0))
+            for k in COUNT_WINDOWS
+            if k <= len(probabilities)
+        },
     }
 
 
@@ -234,12 +245,11 @@ def evaluate_cell(run_dir, seed):
         "num_train": int(len(given)),
         "num_flipped": int(flipped.sum()),
         # The product's suggestion (what `label_issues` returns as `num_issues`), then every
-        # estimate on each set of probabilities: the early epochs' mean (recorded by
-        # TrainingDynamicsRecorder), the snapshot ensemble's, the cross-validated logistic's.
+        # estimate on each set of probabilities: the early epochs' (kept by the benchmark's
+        # recorder), the snapshot ensemble's, the cross-validated logistic's.
         "suggested_num_issues": issues["num_issues"],
         "count_estimates": {
-            "early": suggested_counts(given, dynamics["early_probabilities"]),
-            **window_counts(run.join(EARLY_EPOCHS_FILE), given),
+            **early_counts(run.join(EARLY_EPOCHS_FILE), given),
             "ensemble": suggested_counts(given, issues["probabilities"]),
             "cleanlab_cv_logistic": suggested_counts(given, cv_probabilities),
         },
@@ -251,6 +261,35 @@ def evaluate_cell(run_dir, seed):
         "ensemble_test_accuracy": report.get("ensemble_test_accuracy"),
         "epochs": report["config"]["epochs"],
     }
+
+
+def recount(path, work_dir):
+    """Recomputes the early epochs' count estimates of the cells of `path` whose runs kept
+    their early probabilities, and the product's suggestion from them; returns how many."""
+    from clidmu_tf.atomic_files import write_bytes_atomically
+    from clidmu_tf.cli.run_directory import RunDirectory
+    from clidmu_tf.label_issue_ranking import COUNT_ESTIMATION_METHOD
+
+    with open(path, encoding="utf-8") as handle:
+        results = [json.loads(line) for line in handle if line.strip()]
+    recounted = 0
+    for result in results:
+        run = RunDirectory(os.path.join(work_dir, result["cell"]))
+        if not os.path.isfile(run.join(EARLY_EPOCHS_FILE)):
+            continue
+        counts = early_counts(run.join(EARLY_EPOCHS_FILE), run.training_labels()["given"])
+        kept = {
+            source: estimates
+            for source, estimates in _count_estimates(result).items()
+            if source in ("ensemble", "cleanlab_cv_logistic")
+        }
+        result["count_estimates"] = {**counts, **kept}
+        # What `label_issues` suggests (`suggested_num_issues`) for these probabilities.
+        result["suggested_num_issues"] = counts["early_epochs_max"][COUNT_ESTIMATION_METHOD]
+        recounted += 1
+    text = "".join(json.dumps(result) + "\n" for result in results)
+    write_bytes_atomically(path, text.encode("utf-8"))
+    return recounted
 
 
 def summarise(path):
@@ -314,7 +353,13 @@ def count_table(rows):
 
 def _count_estimates(result):
     if "count_estimates" in result:
-        return result["count_estimates"]
+        from clidmu_tf.label_issue_ranking import early_epochs
+
+        estimates = dict(result["count_estimates"])
+        # Cells scored while the recorder kept the mean of the first third's probabilities.
+        if "early" in estimates:
+            estimates[f"first_{early_epochs(result['epochs'])}_epochs"] = estimates.pop("early")
+        return estimates
     suggested = result["suggested_num_issues"]
     return {source: {"off_diagonal": count} for source, count in suggested.items()}
 
@@ -327,6 +372,9 @@ def main(argv=None):
     args = parse_args(argv)
     if args.summary:
         print(summarise(args.output))
+        return 0
+    if args.recount:
+        print(f"Recounted {recount(args.output, args.work_dir)} cells of {args.output}.")
         return 0
     todo = cells(args)
     done = finished_keys(args.output)

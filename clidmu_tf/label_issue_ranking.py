@@ -27,10 +27,9 @@ DYNAMICS_SCORES = {"mean_weight": "weight", "early_loss": "given_probability", "
 # Probabilities are clipped before taking logs, so that a certain wrong label has a finite loss.
 MIN_PROBABILITY = 1e-12
 # How cleanlab counts the label issues (`cleanlab.count.num_label_issues`'s
-# `estimation_method`) for the suggested number of wrong labels, on the class probabilities
-# averaged over the first third of the epochs: the estimate closest to the true number of
-# flips in BENCHMARKS.md ("Finding wrong labels").
-COUNT_ESTIMATION_METHOD = "off_diagonal"
+# `estimation_method`) on each epoch's class probabilities: the count closest to the true
+# number of flips in BENCHMARKS.md ("Finding wrong labels").
+COUNT_ESTIMATION_METHOD = "off_diagonal_calibrated"
 
 
 def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, batch_size=256):
@@ -43,10 +42,10 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
     loss over the first third of the epochs, separates them best (BENCHMARKS.md, "Finding
     wrong labels"); the final weights and the ensemble, whose epochs CLID often picks after
     the wrong labels were memorised, separate them less. The suggested number of label
-    issues is cleanlab's confident-learning estimate (`suggested_num_issues`) on the class
-    probabilities averaged over the same early epochs, which `TrainingDynamicsRecorder`
-    keeps: on the ensemble's or the final model's probabilities, which have memorised many
-    wrong labels, it falls far short.
+    issues (`suggested_num_issues`) is the largest of cleanlab's confident-learning counts
+    on the class probabilities of each of the same early epochs, which
+    `TrainingDynamicsRecorder` keeps: on the ensemble's or the final model's probabilities,
+    which have memorised many wrong labels, the count falls far short.
 
     Args:
         source: a run directory written by `clidmu-tf train` (its snapshot ensemble,
@@ -75,8 +74,7 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
         - `"score"`: the score's name;
         - `"num_issues"`: int, the estimate of how many labels are wrong, a suggested
           cut-off of the ranking (`suggested_num_issues`), or None without the recorded
-          early class probabilities (no `dynamics`, or records written before they were
-          kept);
+          counts (no `dynamics`, or records written before they were kept);
         - `"probabilities"`: float64 `[N, C]`, the class probabilities (the ensemble's for
           a run directory, else the model's);
         - `"weights"`: float32 `[N]`, the final meta-model's weights, or None when the model
@@ -131,8 +129,8 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
         "quality": quality,
         "score": score,
         "num_issues": (
-            suggested_num_issues(y, dynamics["early_probabilities"])
-            if dynamics is not None and "early_probabilities" in dynamics
+            suggested_num_issues(dynamics)
+            if dynamics is not None and "num_label_issues" in dynamics
             else None
         ),
         "probabilities": probabilities,
@@ -175,21 +173,18 @@ def label_quality(score, y, probabilities, *, weights=None, dynamics=None):
     return dynamics["margin"].astype(np.float64).mean(axis=0)
 
 
-def suggested_num_issues(y, early_probabilities):
-    """How many of the given labels are wrong, estimated without knowing which.
+def count_label_issues(y, probabilities):
+    """cleanlab's confident-learning estimate of how many of the labels `y` are wrong.
 
-    cleanlab's confident-learning count (`cleanlab.count.num_label_issues`, with
-    `COUNT_ESTIMATION_METHOD`) on the class probabilities averaged over the first third of
-    the epochs (`early_epochs`), as `TrainingDynamicsRecorder` keeps them. Confident learning
-    needs probabilities of a model that has not fitted the wrong labels; cleanlab gets them
-    by cross-validation, which would cost more trainings, while a network trained on noisy
-    labels learns the clean patterns before it memorises the wrong labels, so its early
-    epochs serve instead, at no extra training.
+    `cleanlab.count.num_label_issues` with `COUNT_ESTIMATION_METHOD`: the off-diagonal of
+    the confident joint, calibrated to the label counts. It needs probabilities of a model
+    that has not fitted the wrong labels (cleanlab's own recipe is cross-validation);
+    `TrainingDynamicsRecorder` counts with each epoch's probabilities and
+    `suggested_num_issues` keeps the early epochs'.
 
     Args:
         y: the given labels, int `[N]`.
-        early_probabilities: float `[N, C]`, the mean class probabilities of the early epochs
-            (the `early_probabilities` of `TrainingDynamicsRecorder.dynamics()`).
+        probabilities: float `[N, C]`, class probabilities.
 
     Returns:
         int, the estimated number of wrong labels, in `[0, N]`.
@@ -200,22 +195,51 @@ def suggested_num_issues(y, early_probabilities):
     Example:
 
     >>> y = np.array([0, 0, 0, 1, 1, 1])
-    >>> early = np.array([[.9, .1], [.8, .2], [.2, .8], [.1, .9], [.3, .7], [.9, .1]])
-    >>> suggested_num_issues(y, early)
+    >>> probabilities = np.array([[.9, .1], [.8, .2], [.2, .8], [.1, .9], [.3, .7], [.9, .1]])
+    >>> count_label_issues(y, probabilities)
     2
 
     Reference:
         Northcutt et al., "Confident Learning: Estimating Uncertainty in Dataset Labels",
-        JAIR 2021; Arpit et al., "A Closer Look at Memorization in Deep Networks", ICML 2017.
+        JAIR 2021.
     """
     cleanlab_count = _import_cleanlab()
     return int(
         cleanlab_count.num_label_issues(
             np.asarray(y),
-            np.asarray(early_probabilities, dtype=np.float64),
+            np.asarray(probabilities, dtype=np.float64),
             estimation_method=COUNT_ESTIMATION_METHOD,
         )
     )
+
+
+def suggested_num_issues(dynamics):
+    """How many of the given labels are wrong, estimated without knowing which.
+
+    The largest of the per-epoch counts of `count_label_issues` over the first third of the
+    epochs (`early_epochs`), as `TrainingDynamicsRecorder` records them. A network trained
+    on noisy labels learns the clean patterns before it memorises the wrong labels; each
+    epoch's count falls short by the wrong labels memorised so far, so the largest count is
+    that of the epoch that had memorised the fewest (an early one), at no extra training.
+
+    Args:
+        dynamics: the records of `TrainingDynamicsRecorder`, with `num_label_issues` (int
+            `[E]`).
+
+    Returns:
+        int, the suggested number of wrong labels.
+
+    Example:
+
+    >>> suggested_num_issues({"num_label_issues": np.array([40, 52, 47, 30, 20, 12])})
+    52
+
+    Reference:
+        Arpit et al., "A Closer Look at Memorization in Deep Networks", ICML 2017;
+        Northcutt et al., JAIR 2021 (cleanlab).
+    """
+    counts = np.asarray(dynamics["num_label_issues"])
+    return int(counts[: early_epochs(len(counts))].max())
 
 
 def early_epochs(num_epochs):

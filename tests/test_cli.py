@@ -247,7 +247,7 @@ def test_inspect_ranks_the_likely_wrong_labels_as_csv(tiny_run, capsys, tmp_path
     assert float(first["weight"]) == pytest.approx(labels["weights"][position], rel=1e-4)
     suggested = RunReport.load(tiny_run)["label_issues"]["suggested_num_issues"]
     early = load_dynamics(RunDirectory(tiny_run).join(RunDirectory.TRAINING_DYNAMICS))
-    assert suggested == suggested_num_issues(labels["given"], early["early_probabilities"])
+    assert suggested == suggested_num_issues(early) == max(early["num_label_issues"])
     assert f"that {suggested} of the 200 training labels are wrong" in err
 
     output = tmp_path / "all.csv"

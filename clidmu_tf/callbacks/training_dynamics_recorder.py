@@ -5,11 +5,11 @@ import keras
 import numpy as np
 
 from clidmu_tf.atomic_files import write_bytes_atomically
-from clidmu_tf.label_issue_ranking import early_epochs
+from clidmu_tf.label_issue_ranking import count_label_issues
 from clidmu_tf.validation import check_positive_int, invalid_value
 
-# The signals kept per epoch and sample, `[E, N]` each.
-PER_EPOCH_SIGNALS = ("given_probability", "margin", "weight")
+# The signals kept per epoch: `[E, N]` each, but `num_label_issues`, `[E]`.
+PER_EPOCH_SIGNALS = ("given_probability", "margin", "weight", "num_label_issues")
 
 
 class TrainingDynamicsRecorder(keras.callbacks.Callback):
@@ -23,26 +23,22 @@ class TrainingDynamicsRecorder(keras.callbacks.Callback):
       average over epochs is the "area under the margin" of Pleiss et al., 2020);
     - `weight`: the meta-model's trust in the label (`CLIDMUModel.per_sample_weights`:
       Meta-Weight-Net's weight or the VRI rectifier's value at the label), when the model
-      has a meta-model that is trained (not `meta_objective="none"`).
+      has a meta-model that is trained (not `meta_objective="none"`);
 
-    and, over the first third of the epochs of `fit` (`early_epochs`, the window of the
-    `early_loss` ranking), the mean of each sample's class probabilities,
-    `early_probabilities` `[N, C]`: one array, not one per epoch, so that the file stays
-    small.
+    and, per epoch, `num_label_issues`: cleanlab's confident-learning estimate of how many
+    of the labels are wrong from that epoch's class probabilities
+    (`clidmu_tf.label_issue_ranking.count_label_issues`), one integer, so that the file
+    stays small.
 
     Wrong labels are learnt late: in the early epochs the model predicts the true class and
     gives the given label a low probability, a negative margin and a low weight, before it
-    memorises it. `clidmu_tf.label_issues` turns these records into rankings, and cleanlab's
-    confident learning on `early_probabilities` into an estimate of how many labels are
-    wrong.
+    memorises it. `clidmu_tf.label_issues` turns these records into rankings and into a
+    suggested number of wrong labels (the largest count of the first epochs).
 
-    The arrays are kept in memory (3 float32 values per sample and epoch, plus the `[N, C]`
-    mean) and, when `path`
+    The arrays are kept in memory (3 float32 values per sample and epoch) and, when `path`
     is given, written to that `.npz` file after every epoch through a temporary file and a
     rename, so an interrupted run keeps the epochs it finished; with `resume=True` a new
-    process continues from that file. An epoch that is run again replaces its earlier record
-    (in the early mean, where it cannot be taken out again, it is kept once: the resumed
-    training replays that epoch from the same weights and batches).
+    process continues from that file. An epoch that is run again replaces its earlier record.
 
     Args:
         x: the training inputs, an array `[N, ...]` (float32, as the model reads them).
@@ -55,6 +51,7 @@ class TrainingDynamicsRecorder(keras.callbacks.Callback):
     Raises:
         ValueError: for `x` and `y` of different lengths, labels that are not a 1-D integer
             array, a non-positive `batch_size`, or records to resume of other labels.
+        ImportError: at the end of an epoch, if cleanlab is not installed.
 
     Example:
 
@@ -92,11 +89,8 @@ class TrainingDynamicsRecorder(keras.callbacks.Callback):
         self.path = None if path is None else os.fspath(path)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self._records = {}
-        # The running sum of the early epochs' class probabilities, and which epochs it holds.
-        self._early_sum = None
-        self._early_epochs = []
         if resume and self.path is not None and os.path.isfile(self.path):
-            self._read_records(self.path)
+            self._records = self._read_records(self.path)
 
     def _read_records(self, path):
         recorded = load_dynamics(path)
@@ -106,25 +100,13 @@ class TrainingDynamicsRecorder(keras.callbacks.Callback):
                 "pass resume=False to start afresh."
             )
         signals = [name for name in PER_EPOCH_SIGNALS if name in recorded]
-        self._records = {
+        return {
             int(epoch): {name: recorded[name][row] for name in signals}
             for row, epoch in enumerate(recorded["epochs"])
         }
-        if "early_probabilities" in recorded:
-            self._early_epochs = recorded["early_probability_epochs"].tolist()
-            self._early_sum = recorded["early_probabilities"].astype("float64") * len(
-                self._early_epochs
-            )
 
     def on_epoch_end(self, epoch, logs=None):
-        record, probabilities = self._measure()
-        self._records[epoch + 1] = record
-        window = early_epochs(self.params.get("epochs") or epoch + 1)
-        if epoch + 1 <= window and epoch + 1 not in self._early_epochs:
-            self._early_epochs.append(epoch + 1)
-            if self._early_sum is None:
-                self._early_sum = np.zeros_like(probabilities)
-            self._early_sum += probabilities
+        self._records[epoch + 1] = self._measure()
         if self.path is not None:
             save_dynamics(self.path, self.dynamics())
 
@@ -133,23 +115,14 @@ class TrainingDynamicsRecorder(keras.callbacks.Callback):
 
         Returns:
             A dict with `epochs` (int32 `[E]`, numbered from 1), `given_label` (int32 `[N]`),
-            `given_probability` and `margin` (float32 `[E, N]`), for a model with a
-            trained meta-model `weight` (float32 `[E, N]`) and, once an epoch of the early
-            window is recorded, `early_probabilities` (float32 `[N, C]`, the mean softmax
-            over `early_probability_epochs`, int32, the epochs numbered from 1).
+            `given_probability` and `margin` (float32 `[E, N]`), `num_label_issues` (int32
+            `[E]`) and, for a model with a trained meta-model, `weight` (float32 `[E, N]`).
         """
         epochs = sorted(self._records)
         arrays = {"epochs": np.asarray(epochs, dtype="int32"), "given_label": self.y}
         for name in PER_EPOCH_SIGNALS:
             if epochs and name in self._records[epochs[0]]:
                 arrays[name] = np.stack([self._records[e][name] for e in epochs])
-        if self._early_epochs:
-            arrays["early_probabilities"] = (self._early_sum / len(self._early_epochs)).astype(
-                "float32"
-            )
-            arrays["early_probability_epochs"] = np.asarray(
-                sorted(self._early_epochs), dtype="int32"
-            )
         return arrays
 
     def _measure(self):
@@ -169,12 +142,13 @@ class TrainingDynamicsRecorder(keras.callbacks.Callback):
         record = {
             "given_probability": probabilities[rows, self.y].astype("float32"),
             "margin": (given_logit - others.max(axis=1)).astype("float32"),
+            "num_label_issues": np.int32(count_label_issues(self.y, probabilities)),
         }
         if getattr(self.model, "meta_objective", "none") != "none":
             record["weight"] = self.model.per_sample_weights(
                 self.x, self.y, batch_size=self.batch_size
             )
-        return record, probabilities
+        return record
 
 
 def save_dynamics(path, dynamics):

@@ -19,8 +19,8 @@ def register_subparser(commands):
         "the final meta-model's weight, given label, the snapshot ensemble's prediction and "
         "confidence, label_quality (the --score, lower meaning more likely wrong) and, when "
         "the noise was injected, the true label. The estimate of how many labels are wrong "
-        "(cleanlab's confident learning on the class probabilities of the first third of the "
-        "epochs), a suggested cut-off, is printed to stderr.",
+        "(the largest of cleanlab's confident-learning counts on the class probabilities of "
+        "each of the first third of the epochs), a suggested cut-off, is printed to stderr.",
     )
     inspect.set_defaults(handler=run, parser=inspect)
     inspect.add_argument("run_dir", metavar="RUN_DIR")
@@ -73,10 +73,10 @@ def suggestion_sentence(num_issues, num_samples):
     if num_issues is None:
         return (
             "No suggested number of wrong labels: the run's training dynamics hold no "
-            "early-epoch class probabilities (they were recorded by an older clidmu-tf)."
+            "per-epoch counts of label issues (they were recorded by an older clidmu-tf)."
         )
     return (
-        f"cleanlab estimates, from the class probabilities of the first third of the epochs, "
-        f"that {num_issues} of the {num_samples} training labels are wrong: a suggested "
-        f"cut-off of this ranking (--top {num_issues})."
+        f"cleanlab estimates, from the class probabilities of the early epochs, that "
+        f"{num_issues} of the {num_samples} training labels are wrong: a suggested cut-off "
+        f"of this ranking (--top {num_issues})."
     )

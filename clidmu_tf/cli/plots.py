@@ -192,8 +192,8 @@ def plot_label_issues(path, *, quality, score, num_issues, flipped=None, roc_cur
         path: where to write the PNG.
         quality: `[N]` label quality of the chosen score (lower: label more likely wrong).
         score: the score's name, for the legends.
-        num_issues: the suggested number of wrong labels (`suggested_num_issues`: cleanlab
-            on the early epochs' class probabilities).
+        num_issues: the suggested number of wrong labels (`suggested_num_issues`: cleanlab's
+            count on the early epochs' class probabilities).
         flipped: bool `[N]`, True where the label is known to be wrong, or None.
         roc_curve: with `flipped`, a dict with `false_positive_rate`, `true_positive_rate`
             and `roc_auc` (the report's), drawn in a second panel.

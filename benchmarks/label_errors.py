@@ -16,8 +16,13 @@ cross-validation (`sklearn.model_selection.cross_val_predict`) of a logistic reg
 the flattened inputs, scored by `cleanlab.rank.get_label_quality_scores`; the cost of those
 5 fits is timed. Every ranking is scored against the injected flips with the ROC AUC
 (`sklearn.metrics.roc_auc_score`) and the precision among the k lowest, k the true number of
-flips. cleanlab's estimate of that number (`cleanlab.count.num_label_issues`) is recorded
-for both sets of probabilities.
+flips. The label-free estimates of that number are recorded as `count_estimates`: cleanlab's
+confident-learning counts (`cleanlab.count.num_label_issues`, `off_diagonal` and
+`off_diagonal_calibrated`) and the `argmax` count, on the class probabilities of the early
+epochs (the largest per-epoch count, the product's suggestion, and the mean of the first k
+epochs; the runs keep each of the first third's epochs' probabilities for this), of the
+snapshot ensemble and of the cross-validated logistic regression. `--recount` recomputes the
+early estimates of finished cells from their kept runs.
 
 Each cell's result is appended to `--output` (JSON lines) as soon as it is done, and the
 run directories are kept under `--work-dir`, so a restarted run skips finished cells and

@@ -99,7 +99,7 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
     """
     check_choice("score", score, SCORES)
     check_positive_int("batch_size", batch_size)
-    _import_cleanlab()
+    _import_cleanlab()  # Before any expensive work.
     if isinstance(source, (str, os.PathLike)):
         x, y, models, dynamics = _read_run(source, x, y, score, dynamics)
     else:
@@ -243,7 +243,8 @@ def suggested_num_issues(dynamics):
 
 
 def early_epochs(num_epochs):
-    """How many of the first epochs `"early_loss"` averages: a third, at least one."""
+    """How many of the first epochs `"early_loss"` averages and `suggested_num_issues` looks
+    at: a third, at least one."""
     return max(1, num_epochs // 3)
 
 

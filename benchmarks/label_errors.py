@@ -183,7 +183,8 @@ def cross_validated_probabilities(x, given, seed):
 # Estimates of how many labels are wrong, each from one set of class probabilities: cleanlab's
 # confident-learning count (`cleanlab.count.num_label_issues`) with either of its estimation
 # methods, and, as a plain reference, the samples whose most probable class is not the label.
-COUNT_METHODS = ("off_diagonal", "off_diagonal_calibrated", "argmax")
+CLEANLAB_COUNT_METHODS = ("off_diagonal", "off_diagonal_calibrated")
+COUNT_METHODS = (*CLEANLAB_COUNT_METHODS, "argmax")
 
 
 def suggested_counts(given, probabilities):
@@ -192,7 +193,7 @@ def suggested_counts(given, probabilities):
 
     counts = {
         method: int(num_label_issues(given, probabilities, estimation_method=method))
-        for method in COUNT_METHODS[:2]
+        for method in CLEANLAB_COUNT_METHODS
     }
     counts["argmax"] = int(np.sum(probabilities.argmax(axis=1) != given))
     return counts

@@ -11,10 +11,14 @@ of the meta set (the label-free score the snapshot ensemble ranks epochs by), an
 - `best`: the best epoch by test accuracy, an ORACLE (it reads test labels) that only
   measures how much a selection left on the table;
 - `spearman`: Spearman's rho between per-epoch meta-set CLID and test accuracy (the paper
-  claims it is negative);
+  claims it is negative); the meta set's CLID is scored here after every epoch whatever the
+  job ranks its snapshots by (`--snapshot-selection`: the meta set, the paper's rule and
+  the job's default, or a held-out selection set), and the job's own per-epoch CLID is
+  kept as `selection_clid`;
 - `rules`: other label-free selection rules scored from the same per-epoch test logits
-  (the ensemble of the last five epochs, of the five lowest-CLID epochs of the second
-  half, of the five epochs with the lowest CLID on unlabeled inputs never trained on,
+  (the job's own rule recomputed, the paper's rule, the ensemble of the last five epochs,
+  of the five lowest meta-set-CLID epochs of the second half, of the five epochs with the
+  lowest CLID on the test inputs, unlabeled inputs never trained on,
   and, with a cyclic schedule, of the five lowest-CLID cycle ends).
 
 Each finished run is appended to the results file at once (one JSON line, one write), and
@@ -84,6 +88,9 @@ def parse_args(argv=None):
     parser.add_argument("--lr-schedule", default=None, choices=["cosine", "constant", "cyclic"],
                         help="cyclic: cosine restarting every 5 epochs (the authors' code)")
     parser.add_argument("--augment", default=None, help="as `clidmu-tf train --augment`")
+    parser.add_argument("--snapshot-selection", default="meta-set",
+                        choices=["held-out", "meta-set"],
+                        help="as `clidmu-tf train --snapshot-selection` (default meta-set)")
     parser.add_argument("--tag", default="", help="a label kept with each run (probes)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: digits, mlp, symmetric:0.4, clid-wnet, seed 0, 2 epochs, "
@@ -124,6 +131,7 @@ def planned_runs(args):
                 "epochs": args.epochs,
                 "baseline": "none",
                 "export_formats": [],
+                "snapshot_selection": args.snapshot_selection,
             }
             if noise.startswith("asymmetric"):
                 config["class_map"] = DIGIT_CLASS_MAP
@@ -227,16 +235,25 @@ def execute(run, directory):
 
     probe = run["probe"]
 
-    class EpochLogits(keras.callbacks.Callback):
-        """Keeps the test logits of every epoch, for the label-free selection rules."""
+    from clidmu_tf.metrics.clid import CLID
 
-        def __init__(self, inputs):
+    class EpochLogits(keras.callbacks.Callback):
+        """Keeps the test logits of every epoch, for the label-free selection rules, and the
+        meta set's CLID (the paper's snapshot score), whatever the job ranks by."""
+
+        def __init__(self, inputs, meta_stream):
             super().__init__()
             self.inputs = inputs
+            self.meta_stream = meta_stream
             self.logits = []
+            self.meta_clid = []
 
         def on_epoch_end(self, epoch, logs=None):
             self.logits.append(self.model.predict(self.inputs, batch_size=512, verbose=0))
+            metric = CLID(temperature=self.model.temperature)
+            for batch in self.meta_stream:
+                metric.update_state(None, self.model.backbone(batch, training=False))
+            self.meta_clid.append(float(metric.result()))
 
     class BenchmarkJob(TrainingJob):
         """The command line's job; it also keeps per-epoch test logits, draws no plots and
@@ -270,7 +287,9 @@ def execute(run, directory):
             return model
 
         def _fit(self, model, data, name, callbacks):
-            self.epoch_logits = EpochLogits(self.data.dataset.inputs(split="test"))
+            self.epoch_logits = EpochLogits(
+                self.data.dataset.inputs(split="test"), self.data.meta_stream
+            )
             super()._fit(model, data, name, [*callbacks, self.epoch_logits])
 
         def _rank_label_errors(self):
@@ -288,7 +307,8 @@ def execute(run, directory):
     report = job.report
     epochs = report["method"]["epochs"]
     test_accuracy = [entry["test_accuracy"] for entry in epochs]
-    meta_clid = [entry["meta_clid"] for entry in epochs]
+    meta_clid = job.epoch_logits.meta_clid
+    selection_clid = [entry[job.selection_monitor] for entry in epochs]
     held_out_clid = [entry.get("test_clid") for entry in epochs]
     logits = np.stack(job.epoch_logits.logits)
     labels = job.test_labels
@@ -304,6 +324,9 @@ def execute(run, directory):
         "noise_flip_rate": report["noise"]["flip_rate"],
         "test_accuracy": test_accuracy,
         "meta_clid": meta_clid,
+        "selection_clid": selection_clid,
+        "num_selection": len(job.data.selection_indices),
+        "augmentation": job.data.augmentation.get_config(),
         "held_out_clid": held_out_clid,
         "last": test_accuracy[-1],
         "ensemble": report["ensemble_test_accuracy"],
@@ -313,7 +336,9 @@ def execute(run, directory):
         "best": test_accuracy[best_epoch - 1],
         "best_epoch": best_epoch,
         "spearman": spearman(meta_clid, test_accuracy),
-        "rules": selection_rules(logits, labels, meta_clid, held_out_clid, probe["cyclic"]),
+        "rules": selection_rules(
+            logits, labels, meta_clid, selection_clid, held_out_clid, probe["cyclic"]
+        ),
     }
     return record
 
@@ -330,11 +355,14 @@ def lowest(scores, candidates, k=ENSEMBLE_SIZE):
     return sorted(ranked[:k])
 
 
-def selection_rules(logits, labels, meta_clid, held_out_clid, cyclic):
-    """Test accuracy of label-free alternatives to the paper's snapshot rule."""
+def selection_rules(logits, labels, meta_clid, selection_clid, held_out_clid, cyclic):
+    """Test accuracy of the job's snapshot rule recomputed (`selection_top5`, the five
+    lowest `selection_clid` epochs), of the paper's (`paper_top5`) and of other label-free
+    rules."""
     num_epochs = len(meta_clid)
     epochs = list(range(1, num_epochs + 1))
     rules = {
+        "selection_top5": lowest(selection_clid, epochs),
         "paper_top5": lowest(meta_clid, epochs),
         "last5": epochs[-ENSEMBLE_SIZE:],
         "second_half_top5": lowest(meta_clid, epochs[num_epochs // 2 :]),
@@ -393,13 +421,17 @@ def _duration(seconds):
 
 
 def summarize(records, by_tag=False):
-    """Cells (dataset, noise, backbone, method or tag, temperature) with mean and std."""
+    """Cells (dataset, noise, backbone, method or tag, temperature, epochs, snapshot
+    selection, meta optimiser) with mean and std."""
     cells = {}
     for record in records:
         config, probe = record["run"]["config"], record["run"]["probe"]
         name = probe.get("tag") or config["method"] if by_tag else config["method"]
         key = (config["dataset"], config["noise"], config["backbone"], name,
-               config.get("temperature", 0.5), config["epochs"])
+               config.get("temperature", 0.5), config["epochs"],
+               # Runs before the held-out selection set ranked by the meta set.
+               config.get("snapshot_selection", "meta-set"),
+               _meta_optimizer_name(record))
         cells.setdefault(key, []).append(record)
     rows = []
     for key, members in sorted(cells.items()):
@@ -413,6 +445,13 @@ def summarize(records, by_tag=False):
         }
         rows.append(row)
     return rows
+
+
+def _meta_optimizer_name(record):
+    """`SGD 1e-02` from a record (the earliest records name only the probe's option)."""
+    if "meta_optimizer" in record:
+        return f"{record['meta_optimizer']} {record['meta_learning_rate']:.0e}"
+    return record["run"]["probe"].get("meta_optimizer") or "SGD 1e-02"
 
 
 def _mean_std(values):
@@ -432,16 +471,17 @@ def _format(value, scale, digits, sign=""):
 
 
 def markdown_table(rows, rules=False):
-    header = ["dataset", "noise", "backbone", "method", "tau", "epochs", "seeds", "last epoch",
+    header = ["dataset", "noise", "backbone", "method", "tau", "epochs", "selection",
+              "meta optimiser", "seeds", "last epoch",
               "CLID ensemble", "lowest-CLID epoch", "best epoch (oracle)",
               "Spearman(CLID, acc)"]
     rule_names = sorted({name for row in rows for name in row["rules"]}) if rules else []
     header += rule_names
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        dataset, noise, backbone, method, temperature, epochs = row["cell"]
-        cells = [dataset, noise, backbone, method, f"{temperature:g}", str(epochs),
-                 str(row["seeds"])]
+        dataset, noise, backbone, method, temperature, epochs, selection, optimizer = row["cell"]
+        cells = [dataset, noise, backbone, method, f"{temperature:g}", str(epochs), selection,
+                 optimizer, str(row["seeds"])]
         for field in RESULT_FIELDS:
             if field == "spearman":
                 cells.append(_format(row[field], 1, 2, sign="+"))

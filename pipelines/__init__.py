@@ -34,6 +34,7 @@ from clidmu_tf.pipelines.tfds_datasets import read_human_labels
 _NAMES_NEEDING_TENSORFLOW = {
     "META_OBJECTIVES": "clidmu_tf.pipelines.streams",
     "apply_label_noise": "clidmu_tf.pipelines.streams",
+    "default_selection_size": "clidmu_tf.pipelines.streams",
     "make_training_data": "clidmu_tf.pipelines.streams",
     "TrainingData": "clidmu_tf.pipelines.training_data",
     "StreamedDataset": "clidmu_tf.pipelines.streamed_dataset",
@@ -49,6 +50,7 @@ __all__ = [
     "TrainingData",
     "apply_label_noise",
     "corrupt_labels",
+    "default_selection_size",
     "from_arrays",
     "list_datasets",
     "load_dataset",

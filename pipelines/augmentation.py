@@ -21,6 +21,8 @@ class Augmentation:
     - `"cifar_strong"`: `"cifar"` plus RandAugment (2 ops) and a 16-pixel cutout, the
       strong augmentation of the FixMatch-style semi-supervised runs.
     - `"svhn"`: padded crop without flipping (digits must not be mirrored).
+    - `"shift"`: shifts of at most one pixel (a 1-pixel padded crop), no flipping: mild
+      enough for 8x8 digits, where a 4-pixel crop loses half the image.
 
     Args:
         flip: bool, mirror left-right with probability 1/2.
@@ -47,6 +49,7 @@ class Augmentation:
             "cutout_size": 16,
         },
         "svhn": {"crop_padding": 4},
+        "shift": {"crop_padding": 1},
     }
 
     def __init__(self, *, flip=False, crop_padding=0, rand_augment_ops=0, cutout_size=0):

@@ -23,6 +23,22 @@ from clidmu_tf.validation import (
 META_OBJECTIVES = ("clid", "ce_clean", "ce_noisy", "mae_noisy", "none")
 # The paper's meta set: 1000 samples. Small datasets get a fifth of their training set.
 PAPER_META_SIZE = 1000
+# The held-out selection set's default size: a tenth of the training set, at most 500.
+SELECTION_SIZE_CAP = 500
+SELECTION_FRACTION = 10
+
+
+def default_selection_size(num_train):
+    """The held-out selection set's default size for `num_train` training samples.
+
+    A tenth of the training set, at most 500 and at least 2 (CLID compares the samples of a
+    batch with each other): enough for a stable per-epoch CLID, little enough to leave
+    training nearly all the data. Returns 0 when fewer than 20 samples leave nothing to
+    spare.
+    """
+    if num_train < 2 * SELECTION_FRACTION:
+        return 0
+    return max(2, min(SELECTION_SIZE_CAP, num_train // SELECTION_FRACTION))
 
 
 def make_training_data(
@@ -40,6 +56,7 @@ def make_training_data(
     labeled_fraction=None,
     unlabeled_inputs=None,
     train_size=None,
+    selection_size=None,
     augment="auto",
     augment_meta=True,
     seed=0,
@@ -67,6 +84,15 @@ def make_training_data(
     a folder of unlabelled images), join the meta set's candidates the same way. Both apply
     to `"clid"` and `"none"`, the objectives that read no meta labels. With either, the
     meta set is drawn from the unlabelled samples only.
+
+    Held-out selection set (`selection_size`): a seeded random subset of the training set,
+    stratified by the given (noisy) labels, is left out of training and of the meta set and
+    served un-augmented as `selection_stream`, for scoring the snapshots by CLID on inputs
+    the network never fitted (`CLIDSnapshotEnsemble(data.selection_stream, ...)`). This
+    departs from the paper, which scores the meta set, a part of the training set: once a
+    network memorises wrong labels, CLID on the samples it trained on keeps falling while
+    accuracy falls (BENCHMARKS.md, "Memorisation and selection"). Its labels are never read
+    for training; `selection_noisy_labels` keeps them for ranking label issues.
 
     The training stream is shuffled (reshuffled each epoch, reproducibly from `seed`),
     augmented per batch, batched and prefetched; the meta stream is shuffled, repeated and
@@ -101,7 +127,12 @@ def make_training_data(
             dataset's dtype (uint8 pixels for image data), for the meta set.
         train_size: int, train on a seeded stratified subset of this many training samples
             (small-scale studies); None keeps all.
-        augment: `"auto"` (the dataset's recipe: flip and crop for CIFAR, none for digits),
+        selection_size: None or 0 (no held-out selection set: the paper), or a positive int,
+            the size of the held-out selection set, taken from the training set (after
+            `train_size`, before the semi-supervised and meta splits); see
+            `default_selection_size`.
+        augment: `"auto"` (the dataset's recipe: flip and crop for CIFAR, 1-pixel shifts for
+            digit-like greyscale images, none for folders and arrays),
             None or `"none"`, a recipe name of `Augmentation.RECIPES`, or an `Augmentation`.
         augment_meta: bool, augment the meta stream like the training stream (as the
             authors' code does, the meta set being drawn from the training data).
@@ -127,6 +158,8 @@ def make_training_data(
     if noise is not None:
         check_choice("noise", noise, NOISE_KINDS)
     batch_size = check_positive_int("batch_size", batch_size)
+    if selection_size is not None and selection_size != 0:
+        check_positive_int("selection_size", selection_size)
     for name, value in (
         ("meta_size", meta_size),
         ("meta_batch_size", meta_batch_size),
@@ -182,6 +215,8 @@ def make_training_data(
 
     clean = data.clean_train_labels
     noisy, expected, kind = data.y_train, None, "none"
+    # The noise is drawn over the whole training set first, so that a sample's noisy label
+    # does not depend on which split it lands in.
     if data.y_train_clean is not None:
         kind = "observed"
     if noise is not None:
@@ -190,6 +225,14 @@ def make_training_data(
         )
         expected, kind = drawn.expected_transition, noise
 
+    selection_indices = np.zeros([0], np.int64)
+    if selection_size:
+        if selection_size > len(pool) - 2:
+            raise invalid_value(
+                "selection_size", f"an integer in [0, {len(pool) - 2}] for this data", selection_size
+            )
+        chosen, kept = stratified_split(noisy[pool], size=selection_size, seed=split_seed + 1)
+        selection_indices, pool = pool[chosen], pool[kept]
     train_indices, meta_indices = _split_meta(
         pool,
         clean=clean,
@@ -264,6 +307,17 @@ def make_training_data(
             read_train, None, meta_indices, batch_size=meta_batch_size, scale=data.pixel_scale
         ).prefetch(tf.data.AUTOTUNE),
         meta_labels=None if meta_labels is None else meta_labels[meta_indices],
+        selection_stream=(
+            _batches(
+                read_train, None, selection_indices, batch_size=meta_batch_size,
+                scale=data.pixel_scale,
+            ).prefetch(tf.data.AUTOTUNE)
+            if len(selection_indices)
+            else None
+        ),
+        selection_indices=selection_indices,
+        selection_noisy_labels=noisy[selection_indices],
+        selection_clean_labels=clean[selection_indices],
         noise_report=report,
         num_classes=data.num_classes,
         input_shape=data.input_shape,

@@ -27,6 +27,14 @@ class TrainingData:
             over the whole meta set, as the snapshot ensemble does, without holding it).
         meta_labels: int32 array of the labels the meta objective reads (clean for
             `"ce_clean"`, noisy for `"ce_noisy"` / `"mae_noisy"`), or None.
+        selection_stream: a finite `tf.data.Dataset` of the held-out selection set's inputs,
+            un-augmented, in batches of `meta_batch_size`, or None without one
+            (`make_training_data(selection_size=...)`).
+        selection_indices: int64 array, positions in `dataset.x_train` of the held-out
+            selection set (empty without one); neither trained on nor in the meta set.
+        selection_noisy_labels: int32 array aligned with `selection_indices`, their given
+            labels (never trained with).
+        selection_clean_labels: int32 array aligned with `selection_indices`, the true labels.
         noise_report: `NoiseReport` of the labels in the training stream.
         num_classes: int.
         input_shape: tuple, the shape of one sample.
@@ -48,6 +56,10 @@ class TrainingData:
     evaluation: tf.data.Dataset
     meta_stream: tf.data.Dataset
     meta_labels: np.ndarray | None
+    selection_stream: tf.data.Dataset | None
+    selection_indices: np.ndarray
+    selection_noisy_labels: np.ndarray
+    selection_clean_labels: np.ndarray
     noise_report: NoiseReport
     num_classes: int
     input_shape: tuple
@@ -72,6 +84,32 @@ class TrainingData:
         """Bool array aligned with `train_indices`: True where the training label is wrong."""
         return self.train_noisy_labels != self.train_clean_labels
 
+    @property
+    def labeled_indices(self):
+        """Int64 array: every sample with a given label, the training samples then the held-out
+        selection set's (positions in `dataset.x_train`): the samples whose labels
+        `label_issues` checks."""
+        return np.concatenate([self.train_indices, self.selection_indices])
+
+    @property
+    def labeled_noisy_labels(self):
+        """Int32 array aligned with `labeled_indices`: the given labels."""
+        return np.concatenate([self.train_noisy_labels, self.selection_noisy_labels])
+
+    @property
+    def labeled_clean_labels(self):
+        """Int32 array aligned with `labeled_indices`: the true labels."""
+        return np.concatenate([self.train_clean_labels, self.selection_clean_labels])
+
+    @property
+    def labeled_flipped(self):
+        """Bool array aligned with `labeled_indices`: True where the given label is wrong."""
+        return self.labeled_noisy_labels != self.labeled_clean_labels
+
+    def labeled_inputs(self):
+        """Float32 un-augmented inputs of the samples of `labeled_indices`."""
+        return self.dataset.inputs(self.labeled_indices)
+
     def train_inputs(self, indices=None):
         """Float32 un-augmented inputs of the training samples (`train_indices[indices]`)."""
         positions = self.train_indices if indices is None else self.train_indices[indices]
@@ -86,6 +124,7 @@ class TrainingData:
             "input_shape": list(self.input_shape),
             "num_train": int(len(self.train_indices)),
             "num_meta": int(len(self.meta_indices)),
+            "num_selection": int(len(self.selection_indices)),
             "num_test": int(len(self.dataset.y_test)),
             "batch_size": self.batch_size,
             "meta_batch_size": self.meta_batch_size,

@@ -29,9 +29,14 @@ def test_quick_run_is_recorded_and_skipped_when_restarted(tmp_path, capsys):
     assert record["best"] == max(record["test_accuracy"])
     assert record["last"] == record["test_accuracy"][-1]
     assert 1 <= len(record["ensemble_epochs"]) <= 2
-    # The paper's rule recomputed from the per-epoch logits is the job's own ensemble.
-    assert record["rules"]["paper_top5"]["epochs"] == sorted(record["ensemble_epochs"])
-    assert np.isclose(record["rules"]["paper_top5"]["accuracy"], record["ensemble"])
+    # The job's rule recomputed from the per-epoch logits is the job's own ensemble; by
+    # default it is the paper's, so the benchmark's own meta-set CLID is the job's.
+    assert record["run"]["config"]["snapshot_selection"] == "meta-set"
+    assert record["num_selection"] == 0
+    for rule in ("selection_top5", "paper_top5"):
+        assert record["rules"][rule]["epochs"] == sorted(record["ensemble_epochs"])
+        assert np.isclose(record["rules"][rule]["accuracy"], record["ensemble"])
+    np.testing.assert_allclose(record["selection_clid"], record["meta_clid"], rtol=1e-5)
 
     capsys.readouterr()
     accuracy.main(argv)

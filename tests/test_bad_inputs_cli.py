@@ -210,6 +210,16 @@ CASES = {
     "--limit-train too small for a meta set": (
         train("--limit-train", "12", "--meta-size", "1"), FAILED, ["--limit-train", "at least 2"],
     ),
+    "--selection-size with the paper's meta-set rule": (
+        train("--snapshot-selection", "meta-set", "--selection-size", "10"), USAGE,
+        ["--selection-size=10", "--snapshot-selection='meta-set'"],
+    ),
+    "--selection-size too large": (
+        train("--selection-size", "149"), FAILED, ["`--selection-size`", "--selection-size=149"],
+    ),
+    "--snapshot-selection unknown": (
+        train("--snapshot-selection", "best"), USAGE, ["held-out", "meta-set"],
+    ),
     "asymmetric noise without --class-map": (
         train("--noise", "asymmetric:0.4"), FAILED, ["--class-map"],
     ),

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from clidmu_tf.callbacks import load_dynamics
+from clidmu_tf.callbacks import load_dynamics, read_snapshot_manifest
 from clidmu_tf.cli import cli_utils, training_job
 from clidmu_tf.cli.epoch_recorder import EpochRecorder
 from clidmu_tf.cli.main import main
@@ -107,7 +107,7 @@ def test_train_help_states_the_library_default_meta_learning_rates(capsys):
     assert status == 0
     # Without whitespace: argparse may wrap the text inside "Meta-Weight-Net".
     help_text = "".join(out.split())
-    for rate, optimizer, meta_model in (("wnet", "SGD", "Meta-Weight-Net"), ("vri", "Adam", "VRI")):
+    for rate, optimizer, meta_model in (("wnet", "Adam", "Meta-Weight-Net"), ("vri", "Adam", "VRI")):
         match = re.search(rf"[,(]([0-9.e+-]+?)with{optimizer}for{meta_model}", help_text)
         assert match and float(match.group(1)) == DEFAULT_META_LEARNING_RATES[rate]
 
@@ -180,6 +180,7 @@ def test_train_writes_a_complete_report(tiny_run):
         assert key in report, key
     assert report["config"]["noise"] == "instance:0.4"
     assert report["versions"]["keras"].startswith("3.")
+    assert report["data"]["num_selection"] == 0
     assert report["noise"]["num_samples"] == 200 and report["noise"]["num_flipped"] > 0
     epochs = report["method"]["epochs"]
     assert [entry["epoch"] for entry in epochs] == [1, 2]
@@ -194,6 +195,8 @@ def test_train_writes_a_complete_report(tiny_run):
     assert issues["score"] == DEFAULT_SCORE and issues["num_samples"] == 200
     assert 0 <= issues["suggested_num_issues"] <= 200
     assert issues["num_flipped"] == report["noise"]["num_flipped"]
+    # The paper's rule: the snapshots are ranked by the meta set's CLID, logged each epoch.
+    assert read_snapshot_manifest(RunDirectory(tiny_run).snapshots)["monitor"] == "meta_clid"
     curve = issues["roc_curve"]
     assert curve["false_positive_rate"][0] == 0.0 and curve["true_positive_rate"][-1] == 1.0
     assert np.trapezoid(curve["true_positive_rate"], curve["false_positive_rate"]) == (
@@ -201,6 +204,15 @@ def test_train_writes_a_complete_report(tiny_run):
     )
     assert set(issues["every_score"]) == set(SCORES)
     assert issues["every_score"][DEFAULT_SCORE]["roc_auc"] == issues["roc_auc"]
+
+
+def test_auto_augmentation_is_the_datasets_recipe_but_not_for_an_mlp(tiny_run):
+    assert training_job.resolve_augmentation("auto", "small_cnn") == "auto"
+    assert training_job.resolve_augmentation("auto", "mlp") is None
+    assert training_job.resolve_augmentation("shift", "mlp") == "shift"
+    assert training_job.resolve_augmentation("none", "small_cnn") is None
+    # The tiny run trains an MLP on digits, whose recipe is 1-pixel shifts: none was used.
+    assert RunReport.load(tiny_run)["data"]["augmentation"]["crop_padding"] == 0
 
 
 def test_train_writes_plots_snapshots_logs_and_export(tiny_run):
@@ -432,9 +444,11 @@ def test_tune_runs_a_search_and_writes_a_summary(tmp_path, capsys):
     out = tmp_path / "search"
     status, stdout, _ = run_cli(
         capsys, "tune", "--out", str(out), "--limit-train", "150", "--max-trials", "1",
-        "--epochs", "1", "--verbose", "0",
+        "--epochs", "1", "--verbose", "0", "--virtual-step", "head",
     )  # fmt: skip
     assert status == 0
+    with open(out / "search_settings.json") as handle:
+        assert json.load(handle)["virtual_step"] == "head"
     with open(out / "summary.json") as handle:
         summary = json.load(handle)
     assert summary["objective"]["name"] == "val_clid"
@@ -460,6 +474,8 @@ def test_train_under_a_mirrored_strategy(tmp_path):
         [
             sys.executable, "-c", MIRRORED_ON_TWO_CPUS, "train", "--out", str(out),
             "--distribute", "mirrored", "--baseline", "none", "--export-formats", "none", *TINY,
+            # Snapshots ranked by CLID on a held-out selection set, here as well.
+            "--snapshot-selection", "held-out",
         ],
         capture_output=True,
         text=True,
@@ -469,6 +485,16 @@ def test_train_under_a_mirrored_strategy(tmp_path):
     report = RunReport.load(out)
     assert report["distribution"] == {"strategy": "MirroredStrategy", "replicas": 2, "workers": 1}
     assert len(report["method"]["epochs"]) == 2 and "baseline" not in report
+    # A tenth of the 200 held out to rank the snapshots by their CLID; the label issues
+    # cover all 200 given labels, the held-out ones too.
+    assert report["data"]["num_train"] == 180 and report["data"]["num_selection"] == 20
+    assert all(np.isfinite(entry["held_out_clid"]) for entry in report["method"]["epochs"])
+    assert read_snapshot_manifest(RunDirectory(out).snapshots)["monitor"] == "held_out_clid"
+    labels = RunDirectory(out).training_labels()
+    assert len(labels["indices"]) == len(set(labels["indices"])) == 200
+    issues = report["label_issues"]
+    assert issues["num_samples"] == 200
+    assert issues["num_flipped"] == int(np.sum(labels["given"] != labels["true"]))
 
 
 @pytest.mark.parametrize(

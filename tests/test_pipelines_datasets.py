@@ -141,6 +141,8 @@ def test_digits_offline_split_is_stratified_and_seeded(no_network):
     np.testing.assert_array_equal(again.y_test, data.y_test)
     other = load_dataset("digits", seed=1)
     assert not np.array_equal(other.y_test, data.y_test)
+    # Small greyscale digits are augmented with 1-pixel shifts by default.
+    assert data.augmentation == "shift"
 
 
 def test_mnist_5k_ships_real_digits_offline(no_network):
@@ -148,7 +150,7 @@ def test_mnist_5k_ships_real_digits_offline(no_network):
     assert data.input_shape == (28, 28, 1) and data.x_train.dtype == np.uint8
     assert len(data.y_train) == 4500 and len(data.y_test) == 500
     assert np.all(np.bincount(data.y_test) == 50)
-    assert data.class_map == "mnist"
+    assert data.class_map == "mnist" and data.augmentation == "shift"
     # Real handwriting: the mean "1" has less ink than the mean "0".
     inputs = data.inputs()
     assert inputs.max() == 1.0

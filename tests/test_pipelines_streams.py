@@ -226,6 +226,49 @@ def test_summary_and_inputs(tagged):
     assert data.input_shape == (2,) and data.num_classes == 5
 
 
+def test_held_out_selection_set_is_never_trained_on_nor_in_the_meta_set(tagged):
+    noisy = make_training_data(
+        tagged, noise="symmetric", noise_rate=0.5, selection_size=60, meta_size=100, seed=3
+    )
+    selection = set(noisy.selection_indices)
+    assert len(selection) == 60
+    assert not selection & set(noisy.train_indices) and not selection & set(noisy.meta_indices)
+    assert len(noisy.train_indices) == NUM_SAMPLES - 60
+    # Stratified by the given labels (the only labels a user has): each class in proportion,
+    # within one sample.
+    given = np.concatenate([noisy.train_noisy_labels, noisy.selection_noisy_labels])
+    expected = 60 * np.bincount(given, minlength=5) / NUM_SAMPLES
+    assert np.all(np.abs(np.bincount(noisy.selection_noisy_labels, minlength=5) - expected) <= 1)
+    # The noise is drawn over the whole training set, so a sample keeps its noisy label
+    # whichever split it lands in, and the training stream never yields a selection sample.
+    plain = make_training_data(tagged, noise="symmetric", noise_rate=0.5, seed=3)
+    by_index = dict(zip(plain.train_indices, plain.train_noisy_labels))
+    assert [by_index[i] for i in noisy.selection_indices] == noisy.selection_noisy_labels.tolist()
+    assert [by_index[i] for i in noisy.train_indices] == noisy.train_noisy_labels.tolist()
+    trained = {int(i) for (x, _), _ in noisy.train for i in x.numpy()[:, 0]}
+    assert trained == set(noisy.train_indices)
+    # Served un-augmented, in order, in meta batches.
+    served = np.concatenate([batch.numpy()[:, 0] for batch in noisy.selection_stream])
+    np.testing.assert_array_equal(served, noisy.selection_indices)
+    # Seeded: the same seed gives the same set, another seed another one.
+    again = make_training_data(
+        tagged, noise="symmetric", noise_rate=0.5, selection_size=60, meta_size=100, seed=3
+    )
+    np.testing.assert_array_equal(again.selection_indices, noisy.selection_indices)
+    other = make_training_data(tagged, selection_size=60, meta_size=100, seed=4)
+    assert set(other.selection_indices) != selection
+    # Without one (the paper), nothing is held out.
+    assert plain.selection_stream is None and len(plain.selection_indices) == 0
+
+
+def test_default_selection_size():
+    from clidmu_tf.pipelines import default_selection_size
+
+    assert [default_selection_size(n) for n in (10, 19, 20, 1438, 5000, 60_000)] == [
+        0, 0, 2, 143, 500, 500,
+    ]
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
@@ -244,6 +287,9 @@ def test_summary_and_inputs(tagged):
         ({"meta_size": 50, "meta_batch_size": 60}, r"`meta_batch_size`, expected an integer"),
         ({"augment": "heavy"}, r"`augment`, expected 'auto', None, one of"),
         ({"train_size": 10_000}, r"`train_size`, expected an integer in \[1, 1438\]"),
+        ({"selection_size": -3}, r"`selection_size`, expected a positive integer"),
+        ({"selection_size": True}, r"Received: selection_size=True"),
+        ({"selection_size": 1437}, r"`selection_size`, expected an integer in \[0, 1436\]"),
         ({"dataset": "cifar11"}, r"Unknown dataset 'cifar11'"),
         ({"dataset": np.zeros(3)}, r"`dataset`, expected a dataset name, an InMemoryDataset or a StreamedDataset"),
         ({"noise": "asymmetric", "noise_rate": 0.2, "dataset": "tagged"}, r"needs `class_map`"),

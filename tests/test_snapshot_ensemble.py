@@ -190,6 +190,38 @@ def test_plain_dict_output_model_and_dataset_meta_data(tmp_path):
     assert callback.build_ensemble()(x[:4]).shape == (4, 3)
 
 
+def test_monitor_names_the_logged_clid_and_is_kept_on_resume(run, tmp_path):
+    """Held-out inputs (`monitor="held_out_clid"`) rank the snapshots under their own name,
+    and a manifest ranked by one score is not continued with another."""
+    x, labels, _ = clustered_data()
+    model = new_model()
+    held_out = x[40:]
+    callback = CLIDSnapshotEnsemble(
+        held_out, top_k=1, directory=tmp_path / "held_out", batch_size=10,
+        monitor="held_out_clid",
+    )
+    history = model.fit(fit_data(x, labels), epochs=2, callbacks=[callback], verbose=0)
+    assert "meta_clid" not in history.history
+    np.testing.assert_allclose(
+        history.history["held_out_clid"][-1], callback.score(model.backbone), rtol=1e-6
+    )
+    assert read_snapshot_manifest(tmp_path / "held_out")["monitor"] == "held_out_clid"
+    for directory, monitor, trained in ((tmp_path / "held_out", "meta_clid", model),
+                                        (run["directory"], "held_out_clid", run["model"])):
+        resumed = CLIDSnapshotEnsemble(
+            held_out, directory=directory, resume=True, monitor=monitor, batch_size=10
+        )
+        resumed.set_model(trained)
+        with pytest.raises(ValueError, match=f"not comparable with monitor='{monitor}'"):
+            resumed.on_train_begin()
+
+
+@pytest.mark.parametrize("monitor", ["", "meta clid", 3, None])
+def test_invalid_monitor(monitor, tmp_path):
+    with pytest.raises(ValueError, match=f"`monitor`.*Received: monitor={monitor!r}"):
+        CLIDSnapshotEnsemble(np.zeros((4, 8), "float32"), monitor=monitor, directory=tmp_path)
+
+
 @pytest.mark.parametrize("top_k", [0, -1, 1.5, True, "5"])
 def test_invalid_top_k(top_k, tmp_path):
     with pytest.raises(

@@ -151,9 +151,9 @@ def test_fixed_space_without_validation_labels(digits, tmp_path):
     assert [trial.status for trial in trials] == ["COMPLETED"] * 2
     for trial in trials:
         values = trial.hyperparameters.values
-        # Only the temperature was searched; the rest kept the paper's defaults.
+        # Only the temperature was searched; the rest kept the defaults.
         assert values["learning_rate"] == 0.05
-        assert values["meta_learning_rate"] == 1e-2
+        assert values["meta_learning_rate"] == 1e-3
         assert values["meta_size"] == 1000
         assert values["meta_every"] == 1
         assert values["batch_size"] == 100
@@ -208,11 +208,23 @@ def test_build_uses_paper_defaults(meta_model, meta_objective):
         # The batch size is defined in `fit`, where the data (arrays or batches) is known.
         assert set(hp.values) == {"learning_rate", "backbone", "width_multiplier"}
     else:
-        expected_meta_learning_rate = {"wnet": 1e-2, "vri": 1e-2}[meta_model]
+        expected_meta_learning_rate = {"wnet": 1e-3, "vri": 1e-2}[meta_model]
         np.testing.assert_allclose(
             float(model.meta_optimizer.learning_rate), expected_meta_learning_rate
         )
         assert hp.values["meta_size"] == 1000
+
+
+def test_virtual_step_is_the_same_for_every_trial():
+    assert CLIDMUHyperModel((8, 8, 1), 10).build(keras_tuner.HyperParameters()).virtual_step == (
+        "full"
+    )
+    head = CLIDMUHyperModel((8, 8, 1), 10, virtual_step="head")
+    hp = keras_tuner.HyperParameters()
+    assert head.build(hp).virtual_step == "head"
+    assert "virtual_step" not in hp.values
+    with pytest.raises(ValueError, match=r"`virtual_step`.*Received: virtual_step='last'"):
+        CLIDMUHyperModel((8, 8, 1), 10, virtual_step="last")
 
 
 def test_backbone_choice_and_width():

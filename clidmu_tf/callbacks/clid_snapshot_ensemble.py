@@ -36,9 +36,15 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
     process. A snapshot file is deleted only when a better epoch evicts it from the top k;
     other files in `directory` are never touched.
 
-    The per-epoch CLID is added to the epoch logs as `meta_clid` (so it appears in the
-    `History`, the progress bar, and callbacks listed after this one, such as `EarlyStopping`
-    or `CSVLogger`) and to `meta_clid.csv` in `directory`.
+    The per-epoch CLID is added to the epoch logs as `monitor` (`meta_clid` by default; so
+    it appears in the `History`, the progress bar, and callbacks listed after this one, such
+    as `EarlyStopping` or `CSVLogger`) and to `meta_clid.csv` in `directory`.
+
+    The paper scores the meta set, which is part of the training set. A network that
+    memorises wrong labels keeps lowering CLID on the samples it trained on while its
+    accuracy falls, so the snapshots can follow the memorisation down; scoring inputs held
+    out of training (`make_training_data(selection_size=...)`'s `selection_stream`, with
+    `monitor="held_out_clid"`) resists it (BENCHMARKS.md, "Memorisation and selection").
 
     Epochs are numbered from 1, like `ModelCheckpoint`'s file names. To continue a run in a
     new process, pass `resume=True` and `fit(..., initial_epoch=...)`; an epoch that is run
@@ -59,9 +65,12 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
             `temperature` attribute (a `CLIDMUModel`'s), else 0.5.
         resume: bool; if `directory` already holds a manifest, `True` continues from it
             (its snapshots compete with the new epochs) and `False` refuses the directory.
+        monitor: str, the name of the per-epoch CLID in the epoch logs and the manifest
+            (`"meta_clid"`; `"held_out_clid"` when `meta_data` is held out of training).
 
     Raises:
-        ValueError: for a non-positive `top_k`, `batch_size` or `temperature`, a `meta_data`
+        ValueError: for a non-positive `top_k`, `batch_size` or `temperature`, an empty or
+            non-string `monitor`, a `meta_data`
             with fewer than 2 samples or holding NaN or inf, an infinite dataset, or a
             directory that already holds snapshots while `resume=False`.
 
@@ -100,8 +109,12 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
         batch_size=100,
         temperature=None,
         resume=False,
+        monitor="meta_clid",
     ):
         super().__init__()
+        if not isinstance(monitor, str) or not monitor.isidentifier():
+            raise invalid_value("monitor", "a log name such as 'meta_clid'", monitor)
+        self.monitor = monitor
         self.top_k = check_positive_int("top_k", top_k)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.temperature = None if temperature is None else check_positive_float(
@@ -147,6 +160,12 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
                 f"The snapshots in {self.directory!r} were taken from a different backbone "
                 "than the one being trained. Choose another directory."
             )
+        if self._manifest.get("monitor", "meta_clid") != self.monitor:
+            raise ValueError(
+                f"The snapshots in {self.directory!r} were ranked by "
+                f"{self._manifest.get('monitor')!r}, not comparable with monitor="
+                f"{self.monitor!r}. Choose another directory."
+            )
         if self._manifest["temperature"] != self.temperature:
             raise ValueError(
                 f"The snapshots in {self.directory!r} were scored with CLID at temperature "
@@ -161,7 +180,7 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
         return {
             "format": snapshot_store.MANIFEST_FORMAT,
             "version": snapshot_store.MANIFEST_VERSION,
-            "monitor": "meta_clid",
+            "monitor": self.monitor,
             "top_k": self.top_k,
             "temperature": self.temperature,
             "backbone": backbone_config,
@@ -174,7 +193,7 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
         backbone = self._scored_model()
         clid = self.score(backbone)
         if logs is not None:
-            logs["meta_clid"] = clid
+            logs[self.monitor] = clid
 
         manifest = self._manifest
         # An epoch that is run again (a resumed run) replaces its earlier record.

@@ -43,6 +43,14 @@ class ArgumentParser(argparse.ArgumentParser):
         return namespace
 
 
+def add_model_arguments(parser):
+    """Adds MODEL (a run, an export directory, a .onnx or .keras file) and --model-kind,
+    which `predict` and `evaluate` read through `LoadedClassifier`."""
+    parser.add_argument("model", metavar="MODEL")
+    parser.add_argument("--model-kind", choices=MODEL_KINDS, default="ensemble",
+                        help="with a run directory: which of its models (default ensemble).")
+
+
 def add_verbose_argument(parser, progress):
     """Adds `--verbose`; `progress` says whether the command shows training progress."""
     if progress:
@@ -186,6 +194,8 @@ LIBRARY_TO_CLI = {
     "label_file": "--label-file",
     "data_dir": "--data-dir",
     "top_k": "--top-k",
+    "selection_size": "--selection-size",
+    "snapshot_selection": "--snapshot-selection",
     "learning_rate": "--learning-rate",
     "meta_learning_rate": "--meta-learning-rate",
     "temperature": "--temperature",

@@ -17,7 +17,7 @@ def register_subparser(commands):
         "with --labels. Prints JSON.",
     )
     evaluate.set_defaults(handler=run, parser=evaluate)
-    evaluate.add_argument("model", metavar="MODEL")
+    cli_utils.add_model_arguments(evaluate)
     evaluate.add_argument("--dataset", metavar="DATASET",
                           help="a --dataset value as for train (see train --help).")
     evaluate.add_argument("--data-dir", metavar="DIR", help="the tfds data directory.")
@@ -25,8 +25,6 @@ def register_subparser(commands):
     evaluate.add_argument("--inputs", metavar="FILE", help="a .npy/.npz of inputs.")
     evaluate.add_argument("--labels", metavar="FILE",
                           help="a .npy of integer labels, or an .npz holding them as y.")
-    evaluate.add_argument("--model-kind", choices=cli_utils.MODEL_KINDS, default="ensemble",
-                          help="with a run directory: which of its models (default ensemble).")
     evaluate.add_argument("--output", metavar="JSON", help="also write the result here.")
     evaluate.add_argument("--batch-size", type=cli_utils.positive_int, default=256, metavar="N")
     cli_utils.add_verbose_argument(evaluate, progress=False)

@@ -23,14 +23,16 @@ def _new_figure(width=7.0, height=4.5):
     return Figure(figsize=(width, height))
 
 
-def plot_clid_and_accuracy(path, *, epochs, meta_clid, test_accuracy=None, baseline_accuracy=None,
-                           selected_epochs=()):
-    """CLID of the meta set and test accuracy per epoch, on one figure with two y-axes.
+def plot_clid_and_accuracy(path, *, epochs, clid, clid_label="CLID on the meta set",
+                           test_accuracy=None, baseline_accuracy=None, selected_epochs=()):
+    """The per-epoch CLID the snapshots are ranked by and the test accuracy, on one figure
+    with two y-axes.
 
     Args:
         path: where to write the PNG.
         epochs: epoch numbers (1-based), the x-axis.
-        meta_clid: CLID over the meta set after each epoch (lower is better), or None.
+        clid: the CLID ranking the snapshots after each epoch (lower is better), or None.
+        clid_label: what `clid` was computed on, for the legend.
         test_accuracy: CLID-MU's test accuracy after each epoch, or None without test labels.
         baseline_accuracy: the cross-entropy baseline's test accuracy per epoch, or None.
         selected_epochs: the epochs kept in the snapshot ensemble, marked on the CLID curve.
@@ -42,10 +44,10 @@ def plot_clid_and_accuracy(path, *, epochs, meta_clid, test_accuracy=None, basel
     clid_axis = figure.add_subplot()
     clid_axis.set_xlabel("epoch")
     lines = []
-    if meta_clid is not None:
-        lines += clid_axis.plot(epochs, meta_clid, color=CLID_COLOR, marker=".",
-                                label="CLID on the meta set (lower is better)")
-        chosen = [(e, c) for e, c in zip(epochs, meta_clid) if e in set(selected_epochs)]
+    if clid is not None:
+        lines += clid_axis.plot(epochs, clid, color=CLID_COLOR, marker=".",
+                                label=f"{clid_label} (lower is better)")
+        chosen = [(e, c) for e, c in zip(epochs, clid) if e in set(selected_epochs)]
         if chosen:
             lines.append(clid_axis.scatter(*zip(*chosen), s=80, facecolors="none",
                                            edgecolors="black", zorder=3,

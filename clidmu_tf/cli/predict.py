@@ -17,10 +17,8 @@ def register_subparser(commands):
         "file, or a folder of images (resized to the model's input). Writes CSV.",
     )
     predict.set_defaults(handler=run, parser=predict)
-    predict.add_argument("model", metavar="MODEL")
+    cli_utils.add_model_arguments(predict)
     predict.add_argument("input", metavar="INPUT")
-    predict.add_argument("--model-kind", choices=cli_utils.MODEL_KINDS, default="ensemble",
-                         help="with a run directory: which of its models (default ensemble).")
     predict.add_argument("--output", metavar="CSV", help="write here instead of to stdout.")
     predict.add_argument("--batch-size", type=cli_utils.positive_int, default=256, metavar="N")
     cli_utils.add_verbose_argument(predict, progress=False)

@@ -22,9 +22,10 @@ class RunDirectory:
     - `logs/<model>/`: TensorBoard logs.
     - `export/`: the exported ensemble (`saved_model/`, `model.onnx`, `model_card.json`).
     - `plots/`: the PNG figures.
-    - `training_labels.npz`: which samples were trained on, with their given (noisy) and
-      true labels and the meta-model's per-sample weights.
-    - `training_dynamics.npz`: per epoch and training sample, the given label's probability
+    - `training_labels.npz`: the samples with a given label (those trained on, then the
+      held-out selection set's), with their given (noisy) and true labels and the
+      meta-model's per-sample weights.
+    - `training_dynamics.npz`: per epoch and labelled sample, the given label's probability
       and margin and the meta-model's weight, and per epoch cleanlab's count of label issues
       (`TrainingDynamicsRecorder`).
     - `label_errors.csv`: the training samples the meta-model trusts least.
@@ -269,7 +270,7 @@ class RunDirectory:
         return load_keras_file(path)
 
     def save_training_labels(self, *, indices, given, true, weights=None):
-        """Records the trained samples' positions, given and true labels, and weights."""
+        """Records the labelled samples' positions, given and true labels, and weights."""
         arrays = {"indices": indices, "given": given, "true": true}
         if weights is not None:
             arrays["weights"] = weights

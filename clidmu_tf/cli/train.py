@@ -73,16 +73,30 @@ def register_subparser(commands):
         default=defaults["meta_learning_rate"],
         # Not read from the library here: the command line imports TensorFlow only when
         # work starts. test_cli checks that this text states the library's default.
-        help="meta-model learning rate (default: the library's default_meta_optimizer, 1e-2 "
-        "with SGD for Meta-Weight-Net, 1e-2 with Adam for VRI).",
+        help="meta-model learning rate (default: the library's default_meta_optimizer, 1e-3 "
+        "with Adam for Meta-Weight-Net, 1e-2 with Adam for VRI).",
     )
     train.add_argument("--top-k", type=positive_int, metavar="K", default=defaults["top_k"],
                        help="epochs kept in the CLID snapshot ensemble (default 5).")
+    train.add_argument(
+        "--snapshot-selection", choices=training_job.SNAPSHOT_SELECTIONS,
+        default=defaults["snapshot_selection"],
+        help="meta-set (default, the paper's rule): rank the epochs by CLID on the meta set; "
+        "held-out: by CLID on a selection set of samples left out of training (their labels "
+        "unread), which memorised labels cannot fool, at the cost of training on fewer "
+        "samples (see BENCHMARKS.md, 'Memorisation and selection').",
+    )
+    train.add_argument(
+        "--selection-size", type=positive_int, metavar="N",
+        help="size of the held-out selection set (default: a tenth of the training set, at "
+        "most 500).",
+    )
     from clidmu_tf.pipelines import Augmentation
 
     train.add_argument(
         "--augment", choices=["auto", *sorted(Augmentation.RECIPES)], default=defaults["augment"],
-        help="training augmentation; auto (default) uses the dataset's usual recipe.",
+        help="training augmentation; auto (default) uses the dataset's usual recipe (1-pixel "
+        "shifts for digits, flip and crop for CIFAR), none with the mlp backbone.",
     )
     train.add_argument("--out", required=True, metavar="DIR",
                        help="the run directory to write (must be new or empty).")
@@ -147,13 +161,17 @@ def run(args):
     config = {key: getattr(args, key) for key in training_job.DEFAULTS}
     if not chief:
         return _run_as_worker(config, args)
-    job = training_job.TrainingJob(
-        config,
-        args.out,
-        overwrite=args.overwrite,
-        verbose=cli_utils.fit_verbosity(args.verbose),
-        resume=args.resume,
-    )
+    try:
+        # The job checks how the options combine, before anything is written.
+        job = training_job.TrainingJob(
+            config,
+            args.out,
+            overwrite=args.overwrite,
+            verbose=cli_utils.fit_verbosity(args.verbose),
+            resume=args.resume,
+        )
+    except ValueError as error:
+        cli_utils.fail_usage(args, cli_utils.cli_spelling(str(error)))
     status = job.run()
     print(comparison_table(job.report.data, args.out))
     return cli_utils.EXIT_INTERRUPTED if status == "interrupted" else 0

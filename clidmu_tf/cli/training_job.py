@@ -30,6 +30,7 @@ DISTRIBUTIONS = ("none", "mirrored", "multiworker")
 EXPORT_FORMATS = ("saved_model", "onnx")
 LR_SCHEDULES = ("cosine", "constant")
 CLASS_MAPS = ("mnist", "cifar10")
+SNAPSHOT_SELECTIONS = ("held-out", "meta-set")
 
 # Chosen so that the whole default job (both trainings, the ensemble and its export) runs in
 # a few minutes on two CPU cores; see the README.
@@ -55,6 +56,10 @@ DEFAULTS = {
     # None: the library's default meta optimiser (`default_meta_optimizer`).
     "meta_learning_rate": None,
     "top_k": 5,
+    # meta-set: the paper's rule; held-out: rank the snapshots by CLID on a selection set left
+    # out of training (see BENCHMARKS.md, "Memorisation and selection").
+    "snapshot_selection": "meta-set",
+    "selection_size": None,
     "augment": "auto",
     "seed": 0,
     "distribute": "none",
@@ -134,12 +139,32 @@ def count_workers(strategy):
     return strategy.num_replicas_in_sync // len(strategy.extended.worker_devices)
 
 
+def resolve_backbone_name(name, input_shape):
+    """The backbone `name` stands for; `"auto"` is `small_cnn` for images, `mlp` otherwise."""
+    if name == "auto":
+        return "small_cnn" if len(input_shape) == 3 else "mlp"
+    return name
+
+
+def resolve_augmentation(augment, backbone_name):
+    """The `make_training_data` augmentation of the job's `augment` option.
+
+    `"auto"` is the dataset's recipe, except for the MLP: an MLP has no notion of a shifted
+    image. With the digits' 1-pixel shifts, CLID-MU's snapshot ensemble of the MLP scored
+    about 9 points lower after 20 epochs, still learning, while the small CNN's scored
+    about 7 points higher and stopped memorising (BENCHMARKS.md, "Memorisation and
+    selection").
+    """
+    if augment == "none" or (augment == "auto" and backbone_name == "mlp"):
+        return None
+    return augment
+
+
 def build_backbone(name, input_shape, num_classes):
-    """A backbone by name; `"auto"` picks `small_cnn` for images and `mlp` otherwise."""
+    """A backbone by name (see `resolve_backbone_name`)."""
     from clidmu_tf import backbones
 
-    if name == "auto":
-        name = "small_cnn" if len(input_shape) == 3 else "mlp"
+    name = resolve_backbone_name(name, input_shape)
     if name == "wide_resnet":
         return backbones.wide_resnet(28, 10, input_shape, num_classes)
     return getattr(backbones, name)(input_shape, num_classes)
@@ -209,6 +234,18 @@ class TrainingJob:
             raise ValueError(
                 f"Received an invalid value for `method`, expected one of {sorted(METHODS)}. "
                 f"Received: method={self.config['method']!r}"
+            )
+        if self.config["snapshot_selection"] not in SNAPSHOT_SELECTIONS:
+            raise ValueError(
+                "Received an invalid value for `snapshot_selection`, expected one of "
+                f"{list(SNAPSHOT_SELECTIONS)}. Received: "
+                f"snapshot_selection={self.config['snapshot_selection']!r}"
+            )
+        if self.config["selection_size"] is not None and self.config["snapshot_selection"] != "held-out":
+            raise ValueError(
+                "`selection_size` sizes the held-out selection set, which "
+                "snapshot_selection='meta-set' does not use. Received: selection_size="
+                f"{self.config['selection_size']!r} with snapshot_selection='meta-set'"
             )
         self.noise_kind, self.noise_rate = parse_noise(self.config["noise"])
         self.run_directory = RunDirectory(directory)
@@ -352,7 +389,7 @@ class TrainingJob:
         import keras
 
         from clidmu_tf.cli.data_sources import load_source_dataset, load_unlabeled_like
-        from clidmu_tf.pipelines import make_training_data
+        from clidmu_tf.pipelines import default_selection_size, make_training_data
 
         config = self.config
         # Layer names come from process-wide counters and are part of the backbone's config,
@@ -384,9 +421,18 @@ class TrainingJob:
             "batch_size": config["batch_size"],
             "meta_batch_size": config["meta_batch_size"],
             "train_size": config["limit_train"],
+            "selection_size": (
+                0
+                if config["snapshot_selection"] == "meta-set"
+                else config["selection_size"]
+                or default_selection_size(config["limit_train"] or len(dataset.y_train))
+            ),
             "labeled_fraction": config["labeled_fraction"],
             "unlabeled_inputs": self.unlabeled,
-            "augment": None if config["augment"] == "none" else config["augment"],
+            "augment": resolve_augmentation(
+                config["augment"],
+                resolve_backbone_name(config["backbone"], dataset.input_shape),
+            ),
             "seed": config["seed"],
         }
         self.data = make_training_data(
@@ -416,8 +462,9 @@ class TrainingJob:
         from clidmu_tf.callbacks import TrainingDynamicsRecorder
 
         self.dynamics = TrainingDynamicsRecorder(
-            self.data.train_inputs(),
-            self.data.train_noisy_labels,
+            # Every given label, the held-out selection set's too (seen, never trained on).
+            self.data.labeled_inputs(),
+            self.data.labeled_noisy_labels,
             path=self.run_directory.join(RunDirectory.TRAINING_DYNAMICS),
             resume=self.resume,
         )
@@ -446,15 +493,21 @@ class TrainingJob:
         if "method" not in self.report:
             self.report["method"] = {"name": self.config["method"], "epochs": []}
         self.run_directory.save_training_labels(
-            indices=data.train_indices,
-            given=data.train_noisy_labels,
-            true=data.train_clean_labels,
+            indices=data.labeled_indices,
+            given=data.labeled_noisy_labels,
+            true=data.labeled_clean_labels,
         )
         self.report.save()
         self._say(
             f"{len(data.train_indices)} training samples, {data.noise_report.num_flipped} "
             f"labels flipped ({data.noise_report.flip_rate:.1%}), meta set of "
-            f"{len(data.meta_indices)}, {len(self.test_labels)} test samples."
+            f"{len(data.meta_indices)}, "
+            + (
+                f"{len(data.selection_indices)} held out to select the snapshots, "
+                if len(data.selection_indices)
+                else ""
+            )
+            + f"{len(self.test_labels)} test samples."
         )
 
     def _compiled_model(self, meta_objective, data):
@@ -498,11 +551,19 @@ class TrainingJob:
             )
         return model
 
+    @property
+    def selection_monitor(self):
+        """The per-epoch CLID the snapshots are ranked by: on the held-out selection set
+        (`held_out_clid`) or, the paper's rule, on the meta set (`meta_clid`)."""
+        return "meta_clid" if self.data.selection_stream is None else "held_out_clid"
+
     def _snapshot_callback(self):
         from clidmu_tf.callbacks import CLIDSnapshotEnsemble
 
+        held_out = self.data.selection_stream is not None
         return CLIDSnapshotEnsemble(
-            self.data.meta_stream,
+            self.data.selection_stream if held_out else self.data.meta_stream,
+            monitor=self.selection_monitor,
             top_k=self.config["top_k"],
             directory=self.run_directory.snapshots,
             batch_size=self.data.meta_batch_size,
@@ -659,28 +720,28 @@ class TrainingJob:
         with self.report.timed("rank_label_errors"):
             # The ranking `inspect` gives by default, from the run's saved files.
             issues = label_issues(
-                self.run_directory.path, data.train_inputs(), data.train_noisy_labels
+                self.run_directory.path, data.labeled_inputs(), data.labeled_noisy_labels
             )
             self.label_issues = issues
             self.weights = issues["weights"]
             rows = rank_label_errors(
                 issues,
-                data.train_noisy_labels,
-                indices=data.train_indices,
-                true=data.train_clean_labels if self.noise_injected else None,
+                data.labeled_noisy_labels,
+                indices=data.labeled_indices,
+                true=data.labeled_clean_labels if self.noise_injected else None,
                 class_names=self.class_names,
                 top=LABEL_ERRORS_KEPT,
             )
             write_label_errors_csv(self.run_directory.join(RunDirectory.LABEL_ERRORS), rows)
             self.run_directory.save_training_labels(
-                indices=data.train_indices,
-                given=data.train_noisy_labels,
-                true=data.train_clean_labels,
+                indices=data.labeled_indices,
+                given=data.labeled_noisy_labels,
+                true=data.labeled_clean_labels,
                 weights=self.weights,
             )
             self.report["label_issues"] = label_issue_summary(
                 issues,
-                data.flipped if self.noise_injected else None,
+                data.labeled_flipped if self.noise_injected else None,
                 dynamics=self.dynamics.dynamics(),
             )
         self.report.save()
@@ -727,7 +788,12 @@ class TrainingJob:
                     plots.plot_clid_and_accuracy(
                         path,
                         epochs=[entry["epoch"] for entry in method_epochs],
-                        meta_clid=[entry.get("meta_clid") for entry in method_epochs],
+                        clid=[entry.get(self.selection_monitor) for entry in method_epochs],
+                        clid_label=(
+                            "CLID on the held-out selection set"
+                            if self.selection_monitor == "held_out_clid"
+                            else "CLID on the meta set"
+                        ),
                         test_accuracy=[entry.get("test_accuracy") for entry in method_epochs],
                         baseline_accuracy=(
                             [entry.get("test_accuracy") for entry in baseline_epochs]
@@ -747,7 +813,7 @@ class TrainingJob:
                         quality=self.label_issues["quality"],
                         score=summary["score"],
                         num_issues=summary["suggested_num_issues"],
-                        flipped=self.data.flipped if self.noise_injected else None,
+                        flipped=self.data.labeled_flipped if self.noise_injected else None,
                         roc_curve=summary.get("roc_curve"),
                     )
                 )
@@ -771,7 +837,7 @@ class TrainingJob:
         from clidmu_tf import MetaWeightNet
 
         written = []
-        flipped = self.data.flipped if self.noise_injected else None
+        flipped = self.data.labeled_flipped if self.noise_injected else None
         if isinstance(self.model.meta_model, MetaWeightNet):
             # The final model's loss of each training label, the last epoch's record.
             given_probability = self.dynamics.dynamics()["given_probability"][-1]

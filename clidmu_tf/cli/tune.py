@@ -15,6 +15,7 @@ SETTINGS_FILE = "search_settings.json"
 SEARCH_SETTINGS = (
     "dataset", "data_dir", "image_size", "label_file", "noise", "class_map", "limit_train",
     "seed", "method", "backbone", "objective", "tuner", "epochs", "validation_fraction",
+    "virtual_step",
 )
 
 
@@ -36,6 +37,11 @@ def register_subparser(commands):
     tune.add_argument("--backbone", nargs="+", default=["mlp"],
                       choices=[name for name in training_job.BACKBONES if name != "auto"],
                       help="one or more backbones to search over (default mlp).")
+    tune.add_argument(
+        "--virtual-step", choices=("full", "head"), default="full",
+        help="full (default, the paper's) or head: the cheaper head-only virtual step, for "
+        "every trial (as train --virtual-step).",
+    )
     tune.add_argument("--objective", default="val_clid",
                       choices=["val_clid", "val_loss", "val_accuracy", "val_clean_loss",
                                "val_clean_accuracy"],
@@ -133,6 +139,7 @@ def run(args):
         overwrite=args.overwrite,
         seed=args.seed,
         verbose=cli_utils.fit_verbosity(args.verbose),
+        virtual_step=args.virtual_step,
     )
     with open(os.path.join(args.out, "summary.json"), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)

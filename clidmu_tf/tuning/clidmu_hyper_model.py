@@ -9,6 +9,7 @@ from clidmu_tf.models.clidmu_model import (
     DEFAULT_META_LEARNING_RATES,
     LABELLED_META_OBJECTIVES,
     META_MODELS,
+    VIRTUAL_STEPS,
     CLIDMUModel,
     default_meta_optimizer,
     default_optimizer,
@@ -72,8 +73,8 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
     - `batch_size` (array training data only; a dataset's batches are its own): 32, 64,
       100, 128, 256; default 100. Meta batches have the same size (capped by the meta set),
       as in the paper. Defined in `fit`, where the data is known.
-    - `meta_learning_rate` (not with `"none"`): 1e-5 to 0.1, log; default 1e-2, the
-      library's default (SGD; Adam 1e-2 with VRI). The paper's Meta-Weight-Net used 1e-5,
+    - `meta_learning_rate` (not with `"none"`): 1e-5 to 0.1, log; default 1e-3, the
+      library's default (Adam; 1e-2 with VRI). The paper's Meta-Weight-Net used SGD 1e-5,
       which on short runs leaves the meta-model at its initialisation.
     - `meta_size` (not with `"none"`): 100, 250, 500, 1000, 2000; default 1000. Capped by
       the number of training samples.
@@ -115,10 +116,12 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
         name: name of the hypermodel.
         tunable: whether the hyperparameters defined here join the search space (see
             `keras_tuner.HyperModel`).
+        virtual_step: `"full"` (the paper's) or `"head"` (the cheaper head-only virtual step,
+            see `CLIDMUModel`), the same for every trial (not searched).
 
     Raises:
         ValueError: for an invalid shape, class count, backbone, meta-model, meta objective,
-            validation setting or seed.
+            virtual step, validation setting or seed.
 
     Example:
 
@@ -165,6 +168,7 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
         seed=None,
         name=None,
         tunable=True,
+        virtual_step="full",
     ):
         self.input_shape = check_backbone_args(input_shape, num_classes)
         self.num_classes = num_classes
@@ -200,6 +204,7 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
                     f"shape {unlabeled_inputs.shape}"
                 )
         self.unlabeled_inputs = unlabeled_inputs
+        self.virtual_step = check_choice("virtual_step", virtual_step, VIRTUAL_STEPS)
         self.seed = seed
         super().__init__(name=name, tunable=tunable)
 
@@ -257,6 +262,7 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
             meta_objective=self.meta_objective,
             temperature=values.get("temperature", 0.5),
             meta_every=values.get("meta_every", 1),
+            virtual_step=self.virtual_step,
             seed=self.seed,
         )
         optimizer = default_optimizer()

@@ -64,6 +64,7 @@ def run_search(
     seed=None,
     callbacks=None,
     verbose=0,
+    virtual_step="full",
 ):
     """Searches `CLIDMUHyperModel`'s space on noisy data and ranks trials by `objective`.
 
@@ -124,6 +125,8 @@ def run_search(
             trial.
         callbacks: extra Keras callbacks for every trial.
         verbose: verbosity of the search and of `fit`.
+        virtual_step: `"full"` (the paper's) or `"head"`, for every trial (see
+            `CLIDMUHyperModel`).
 
     Returns:
         A tuple `(tuner, summary)`: the keras-tuner tuner (`tuner.get_best_models()`
@@ -228,6 +231,7 @@ def run_search(
         validation_batch_size=validation_batch_size,
         unlabeled_inputs=x_unlabeled,
         seed=seed,
+        virtual_step=virtual_step,
     )
     if x_unlabeled is not None:
         meta_pool = len(hypermodel.unlabeled_inputs)

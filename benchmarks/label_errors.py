@@ -16,8 +16,13 @@ cross-validation (`sklearn.model_selection.cross_val_predict`) of a logistic reg
 the flattened inputs, scored by `cleanlab.rank.get_label_quality_scores`; the cost of those
 5 fits is timed. Every ranking is scored against the injected flips with the ROC AUC
 (`sklearn.metrics.roc_auc_score`) and the precision among the k lowest, k the true number of
-flips. cleanlab's estimate of that number (`cleanlab.count.num_label_issues`) is recorded
-for both sets of probabilities.
+flips. The label-free estimates of that number are recorded as `count_estimates`: cleanlab's
+confident-learning counts (`cleanlab.count.num_label_issues`, `off_diagonal` and
+`off_diagonal_calibrated`) and the `argmax` count, on the class probabilities of the early
+epochs (the largest per-epoch count, the product's suggestion, and the mean of the first k
+epochs; the runs keep each of the first third's epochs' probabilities for this), of the
+snapshot ensemble and of the cross-validated logistic regression. `--recount` recomputes the
+early estimates of finished cells from their kept runs.
 
 Each cell's result is appended to `--output` (JSON lines) as soon as it is done, and the
 run directories are kept under `--work-dir`, so a restarted run skips finished cells and
@@ -47,6 +52,10 @@ import numpy as np  # noqa: E402
 NOISE_KINDS = ("symmetric", "instance", "asymmetric")
 DATASETS = ("digits", "mnist_5k")
 CROSS_VALIDATION_FOLDS = 5
+# Where the benchmark's runs keep each early epoch's class probabilities (see `train`).
+EARLY_EPOCHS_FILE = "early_epoch_probabilities.npz"
+# The windows (first k epochs) whose mean class probabilities the count estimates compare.
+COUNT_WINDOWS = (1, 2, 3, 4, 5, 7, 10)
 # What the quick smoke run trains: enough for every score to exist, no more.
 QUICK_CONFIG = {"limit_train": 100, "epochs": 1, "top_k": 1, "backbone": "mlp"}
 
@@ -63,6 +72,10 @@ def parse_args(argv=None):
                         help="where the cells' run directories are kept (for resuming).")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: one tiny digits cell, 1 epoch.")
+    parser.add_argument("--recount", action="store_true",
+                        help="only recompute, in --output, the count estimates from the early "
+                        "epochs' probabilities kept in the cells' runs under --work-dir (no "
+                        "training, no cross-validation).")
     parser.add_argument("--summary", action="store_true",
                         help="only print the table of --output (mean ± std over seeds).")
     args = parser.parse_args(argv)
@@ -111,14 +124,58 @@ def train(run_dir, dataset, kind, rate, seed, quick):
         "class_map": "mnist" if kind == "asymmetric" else None,
         **(QUICK_CONFIG if quick else {}),
     }
-    TrainingJob(config, run_dir, overwrite=True, verbose=0).run()
+    from unittest import mock
+
+    # The run's recorder also keeps each early epoch's class probabilities (the product keeps
+    # only their mean), so that the windows of the count estimate can be compared.
+    with mock.patch("clidmu_tf.callbacks.TrainingDynamicsRecorder", each_early_epoch_recorder()):
+        TrainingJob(config, run_dir, overwrite=True, verbose=0).run()
     return True
 
 
-def cross_validated_cleanlab(x, given, seed):
-    """cleanlab's quality on 5-fold cross-validated logistic regression, and its cost."""
-    from cleanlab.count import num_label_issues
-    from cleanlab.rank import get_label_quality_scores
+def each_early_epoch_recorder():
+    """`TrainingDynamicsRecorder` that also writes the class probabilities of each epoch of
+    the first third, float32 `[E, N, C]`, to `EARLY_EPOCHS_FILE` beside its records."""
+    from clidmu_tf.callbacks import TrainingDynamicsRecorder
+    from clidmu_tf.callbacks.training_dynamics_recorder import save_dynamics
+    from clidmu_tf.label_issue_ranking import early_epochs
+
+    def class_probabilities(model, x, batch_size):
+        """The softmax of the model's logits over `x` (an array or a dataset of batches)."""
+        import tensorflow as tf
+
+        options = {} if isinstance(x, tf.data.Dataset) else {"batch_size": batch_size}
+        logits = np.asarray(model.predict(x, verbose=0, **options), dtype=np.float64)
+        if isinstance(logits, dict):
+            logits = logits["logits"]
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+
+    class EachEarlyEpochRecorder(TrainingDynamicsRecorder):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.each_epoch = {}
+
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            if epoch + 1 <= early_epochs(self.params["epochs"]) and self.path is not None:
+                self.each_epoch[epoch + 1] = class_probabilities(
+                    self.model, self.x, self.batch_size
+                ).astype("float32")
+                epochs = sorted(self.each_epoch)
+                save_dynamics(
+                    os.path.join(os.path.dirname(self.path), EARLY_EPOCHS_FILE),
+                    {
+                        "epochs": np.asarray(epochs, dtype="int32"),
+                        "probabilities": np.stack([self.each_epoch[e] for e in epochs]),
+                    },
+                )
+
+    return EachEarlyEpochRecorder
+
+
+def cross_validated_probabilities(x, given, seed):
+    """5-fold cross-validated probabilities of a logistic regression, and their cost in s."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
@@ -131,16 +188,55 @@ def cross_validated_cleanlab(x, given, seed):
         cv=StratifiedKFold(CROSS_VALIDATION_FOLDS, shuffle=True, random_state=seed),
         method="predict_proba",
     )
-    seconds = time.perf_counter() - start
-    return (
-        get_label_quality_scores(given, probabilities),
-        int(num_label_issues(given, probabilities)),
-        seconds,
-    )
+    return probabilities, time.perf_counter() - start
+
+
+# Estimates of how many labels are wrong, each from one set of class probabilities: cleanlab's
+# confident-learning count (`cleanlab.count.num_label_issues`) with either of its estimation
+# methods, and, as a plain reference, the samples whose most probable class is not the label.
+CLEANLAB_COUNT_METHODS = ("off_diagonal", "off_diagonal_calibrated")
+COUNT_METHODS = (*CLEANLAB_COUNT_METHODS, "argmax")
+
+
+def suggested_counts(given, probabilities):
+    """The label-free estimates of the number of wrong labels, one per `COUNT_METHODS`."""
+    from cleanlab.count import num_label_issues
+
+    counts = {
+        method: int(num_label_issues(given, probabilities, estimation_method=method))
+        for method in CLEANLAB_COUNT_METHODS
+    }
+    counts["argmax"] = int(np.sum(probabilities.argmax(axis=1) != given))
+    return counts
+
+
+def early_counts(path, given):
+    """The count estimates from the early epochs' class probabilities recorded in `path`:
+    `early_epochs_max`, the largest of the per-epoch counts over the first third (the
+    product's rule, `suggested_num_issues`, with each method), and `first_k_epochs`, the
+    count on the mean probabilities of the first k epochs, for each k of `COUNT_WINDOWS`.
+    None when the run did not keep them."""
+    if not os.path.isfile(path):
+        return {}
+    with np.load(path) as arrays:
+        probabilities = arrays["probabilities"].astype(np.float64)
+    per_epoch = [suggested_counts(given, epoch) for epoch in probabilities]
+    return {
+        "early_epochs_max": {
+            method: max(counts[method] for counts in per_epoch) for method in COUNT_METHODS
+        },
+        **{
+            f"first_{k}_epochs": suggested_counts(given, probabilities[:k].mean(axis=0))
+            for k in COUNT_WINDOWS
+            if k <= len(probabilities)
+        },
+    }
 
 
 def evaluate_cell(run_dir, seed):
     """Every ranking of one trained cell, scored against the known flips."""
+    from cleanlab.rank import get_label_quality_scores
+
     from clidmu_tf.callbacks import load_dynamics
     from clidmu_tf.cli.run_directory import RunDirectory
     from clidmu_tf.label_issue_ranking import SCORES, label_issues, label_quality, ranking_metrics
@@ -157,13 +253,23 @@ def evaluate_cell(run_dir, seed):
             score, given, issues["probabilities"], weights=issues["weights"], dynamics=dynamics
         )
         rankings[score] = ranking_metrics(quality, flipped)
-    cv_quality, cv_issues, cv_seconds = cross_validated_cleanlab(x, given, seed)
-    rankings["cleanlab_cv_logistic"] = ranking_metrics(cv_quality, flipped)
+    cv_probabilities, cv_seconds = cross_validated_probabilities(x, given, seed)
+    rankings["cleanlab_cv_logistic"] = ranking_metrics(
+        get_label_quality_scores(given, cv_probabilities), flipped
+    )
     report = run.report()
     return {
         "num_train": int(len(given)),
         "num_flipped": int(flipped.sum()),
-        "suggested_num_issues": {"ensemble": issues["num_issues"], "cleanlab_cv_logistic": cv_issues},
+        # The product's suggestion (what `label_issues` returns as `num_issues`), then every
+        # estimate on each set of probabilities: the early epochs' (kept by the benchmark's
+        # recorder), the snapshot ensemble's, the cross-validated logistic's.
+        "suggested_num_issues": issues["num_issues"],
+        "count_estimates": {
+            **early_counts(run.join(EARLY_EPOCHS_FILE), given),
+            "ensemble": suggested_counts(given, issues["probabilities"]),
+            "cleanlab_cv_logistic": suggested_counts(given, cv_probabilities),
+        },
         "rankings": rankings,
         "seconds": {
             "clidmu_training": report["timings"].get("train_method"),
@@ -172,6 +278,35 @@ def evaluate_cell(run_dir, seed):
         "ensemble_test_accuracy": report.get("ensemble_test_accuracy"),
         "epochs": report["config"]["epochs"],
     }
+
+
+def recount(path, work_dir):
+    """Recomputes the early epochs' count estimates of the cells of `path` whose runs kept
+    their early probabilities, and the product's suggestion from them; returns how many."""
+    from clidmu_tf.atomic_files import write_bytes_atomically
+    from clidmu_tf.cli.run_directory import RunDirectory
+    from clidmu_tf.label_issue_ranking import COUNT_ESTIMATION_METHOD
+
+    with open(path, encoding="utf-8") as handle:
+        results = [json.loads(line) for line in handle if line.strip()]
+    recounted = 0
+    for result in results:
+        run = RunDirectory(os.path.join(work_dir, result["cell"]))
+        if not os.path.isfile(run.join(EARLY_EPOCHS_FILE)):
+            continue
+        counts = early_counts(run.join(EARLY_EPOCHS_FILE), run.training_labels()["given"])
+        kept = {
+            source: estimates
+            for source, estimates in _count_estimates(result).items()
+            if source in ("ensemble", "cleanlab_cv_logistic")
+        }
+        result["count_estimates"] = {**counts, **kept}
+        # What `label_issues` suggests (`suggested_num_issues`) for these probabilities.
+        result["suggested_num_issues"] = counts["early_epochs_max"][COUNT_ESTIMATION_METHOD]
+        recounted += 1
+    text = "".join(json.dumps(result) + "\n" for result in results)
+    write_bytes_atomically(path, text.encode("utf-8"))
+    return recounted
 
 
 def summarise(path):
@@ -202,19 +337,48 @@ def summarise(path):
                 f"| {dataset} | {noise} | {len(results)} | {name} | {_mean_std(auc, 3)} | "
                 f"{_mean_std(precision, 3)} | {_mean_std(seconds, 0)} |"
             )
-    counts = [
-        f"| {dataset} | {noise} | {_mean_std([r['num_flipped'] for r in results], 0)} | "
-        f"{_mean_std([r['suggested_num_issues']['ensemble'] for r in results], 0)} | "
-        f"{_mean_std([r['suggested_num_issues']['cleanlab_cv_logistic'] for r in results], 0)} |"
-        for (dataset, noise), results in rows.items()
-    ]
-    lines += [
-        "",
-        "| dataset | noise | flipped labels | suggested (ensemble) | suggested (CV logistic) |",
-        "|---|---|---|---|---|",
-        *counts,
-    ]
+    lines += ["", *count_table(rows)]
     return "\n".join(lines)
+
+
+def count_table(rows):
+    """The estimates of how many labels are wrong against the number flipped, mean ± std over
+    the seeds that recorded each (cells scored before `count_estimates` existed recorded
+    only cleanlab's `off_diagonal` count on the ensemble and the cross-validated logistic)."""
+    lines = [
+        "| dataset | noise | probabilities / estimate | seeds | flipped | suggested | "
+        "suggested / flipped |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (dataset, noise), results in rows.items():
+        estimates = {}
+        for result in results:
+            for source, counts in _count_estimates(result).items():
+                for method, count in counts.items():
+                    estimates.setdefault((source, method), []).append(
+                        (count, result["num_flipped"])
+                    )
+        for (source, method), pairs in estimates.items():
+            counts, flipped = np.array(pairs, dtype=float).T
+            lines.append(
+                f"| {dataset} | {noise} | {source} / {method} | {len(pairs)} | "
+                f"{_mean_std(flipped, 0)} | {_mean_std(counts, 0)} | "
+                f"{_mean_std(counts / flipped, 2)} |"
+            )
+    return lines
+
+
+def _count_estimates(result):
+    if "count_estimates" in result:
+        from clidmu_tf.label_issue_ranking import early_epochs
+
+        estimates = dict(result["count_estimates"])
+        # Cells scored while the recorder kept the mean of the first third's probabilities.
+        if "early" in estimates:
+            estimates[f"first_{early_epochs(result['epochs'])}_epochs"] = estimates.pop("early")
+        return estimates
+    suggested = result["suggested_num_issues"]
+    return {source: {"off_diagonal": count} for source, count in suggested.items()}
 
 
 def _mean_std(values, digits):
@@ -225,6 +389,9 @@ def main(argv=None):
     args = parse_args(argv)
     if args.summary:
         print(summarise(args.output))
+        return 0
+    if args.recount:
+        print(f"Recounted {recount(args.output, args.work_dir)} cells of {args.output}.")
         return 0
     todo = cells(args)
     done = finished_keys(args.output)

@@ -27,6 +27,10 @@ DEFAULT_SCORE = "early_loss"
 DYNAMICS_SCORES = {"mean_weight": "weight", "early_loss": "given_probability", "margin": "margin"}
 # Probabilities are clipped before taking logs, so that a certain wrong label has a finite loss.
 MIN_PROBABILITY = 1e-12
+# How cleanlab counts the label issues (`cleanlab.count.num_label_issues`'s
+# `estimation_method`) on each epoch's class probabilities: the count closest to the true
+# number of flips in BENCHMARKS.md ("Finding wrong labels").
+COUNT_ESTIMATION_METHOD = "off_diagonal_calibrated"
 
 
 def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, batch_size=256):
@@ -39,8 +43,10 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
     loss over the first third of the epochs, separates them best (BENCHMARKS.md, "Finding
     wrong labels"); the final weights and the ensemble, whose epochs CLID often picks after
     the wrong labels were memorised, separate them less. The suggested number of label
-    issues is cleanlab's confident-learning estimate (`cleanlab.count.num_label_issues`) on
-    the class probabilities.
+    issues (`suggested_num_issues`) is the largest of cleanlab's confident-learning counts
+    on the class probabilities of each of the same early epochs, which
+    `TrainingDynamicsRecorder` keeps: on the ensemble's or the final model's probabilities,
+    which have memorised many wrong labels, the count falls far short.
 
     Args:
         source: a run directory written by `clidmu-tf train` (its snapshot ensemble,
@@ -59,7 +65,8 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
             `"final_weight"`.
         dynamics: with a model `source`, the records of `TrainingDynamicsRecorder` (its
             `dynamics()` dict, or the path of the `.npz` it wrote), needed by the scores
-            `mean_weight`, `early_loss` and `margin`.
+            `mean_weight`, `early_loss` and `margin` and by the suggested number of wrong
+            labels. A run directory's own records are read when None.
         batch_size: positive int, the batch size of the pass over an array `x`.
 
     Returns:
@@ -68,8 +75,9 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
           (ascending quality, ties broken by the probability of the given label);
         - `"quality"`: float64 `[N]`, the chosen score (higher: label more likely right);
         - `"score"`: the score's name;
-        - `"num_issues"`: int, cleanlab's estimate of how many labels are wrong, a
-          suggested cut-off of the ranking;
+        - `"num_issues"`: int, the estimate of how many labels are wrong, a suggested
+          cut-off of the ranking (`suggested_num_issues`), or None without the recorded
+          counts (no `dynamics`, or records written before they were kept);
         - `"probabilities"`: float64 `[N, C]`, the class probabilities (the ensemble's for
           a run directory, else the model's);
         - `"weights"`: float32 `[N]`, the final meta-model's weights, or None when the model
@@ -95,13 +103,13 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
     """
     check_choice("score", score, SCORES)
     check_positive_int("batch_size", batch_size)
-    cleanlab_count = _import_cleanlab()
+    _import_cleanlab()  # Before any expensive work.
     if isinstance(source, (str, os.PathLike)):
         x, y, models, dynamics = _read_run(source, x, y, score, dynamics, batch_size)
     else:
         models = {"probabilities": source, "weights": source}
     x, y = _check_inputs_and_labels(x, y)
-    if score in DYNAMICS_SCORES:
+    if score in DYNAMICS_SCORES or dynamics is not None:
         dynamics = _check_dynamics(dynamics, y, score)
     weighting_model = models.get("weights")
     if weighting_model is not None and getattr(weighting_model, "meta_objective", "none") == "none":
@@ -120,7 +128,11 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
         "ranking": np.lexsort((given_probability, quality)).astype("int64"),
         "quality": quality,
         "score": score,
-        "num_issues": int(cleanlab_count.num_label_issues(y, probabilities)),
+        "num_issues": (
+            suggested_num_issues(dynamics)
+            if dynamics is not None and "num_label_issues" in dynamics
+            else None
+        ),
         "probabilities": probabilities,
         "weights": weights,
     }
@@ -161,8 +173,78 @@ def label_quality(score, y, probabilities, *, weights=None, dynamics=None):
     return dynamics["margin"].astype(np.float64).mean(axis=0)
 
 
+def count_label_issues(y, probabilities):
+    """cleanlab's confident-learning estimate of how many of the labels `y` are wrong.
+
+    `cleanlab.count.num_label_issues` with `COUNT_ESTIMATION_METHOD`: the off-diagonal of
+    the confident joint, calibrated to the label counts. It needs probabilities of a model
+    that has not fitted the wrong labels (cleanlab's own recipe is cross-validation);
+    `TrainingDynamicsRecorder` counts with each epoch's probabilities and
+    `suggested_num_issues` keeps the early epochs'.
+
+    Args:
+        y: the given labels, int `[N]`.
+        probabilities: float `[N, C]`, class probabilities.
+
+    Returns:
+        int, the estimated number of wrong labels, in `[0, N]`.
+
+    Raises:
+        ImportError: if cleanlab is not installed.
+
+    Example:
+
+    >>> y = np.array([0, 0, 0, 1, 1, 1])
+    >>> probabilities = np.array([[.9, .1], [.8, .2], [.2, .8], [.1, .9], [.3, .7], [.9, .1]])
+    >>> count_label_issues(y, probabilities)
+    2
+
+    Reference:
+        Northcutt et al., "Confident Learning: Estimating Uncertainty in Dataset Labels",
+        JAIR 2021.
+    """
+    cleanlab_count = _import_cleanlab()
+    return int(
+        cleanlab_count.num_label_issues(
+            np.asarray(y),
+            np.asarray(probabilities, dtype=np.float64),
+            estimation_method=COUNT_ESTIMATION_METHOD,
+        )
+    )
+
+
+def suggested_num_issues(dynamics):
+    """How many of the given labels are wrong, estimated without knowing which.
+
+    The largest of the per-epoch counts of `count_label_issues` over the first third of the
+    epochs (`early_epochs`), as `TrainingDynamicsRecorder` records them. A network trained
+    on noisy labels learns the clean patterns before it memorises the wrong labels; each
+    epoch's count falls short by the wrong labels memorised so far, so the largest count is
+    that of the epoch that had memorised the fewest (an early one), at no extra training.
+
+    Args:
+        dynamics: the records of `TrainingDynamicsRecorder`, with `num_label_issues` (int
+            `[E]`).
+
+    Returns:
+        int, the suggested number of wrong labels.
+
+    Example:
+
+    >>> suggested_num_issues({"num_label_issues": np.array([40, 52, 47, 30, 20, 12])})
+    52
+
+    Reference:
+        Arpit et al., "A Closer Look at Memorization in Deep Networks", ICML 2017;
+        Northcutt et al., JAIR 2021 (cleanlab).
+    """
+    counts = np.asarray(dynamics["num_label_issues"])
+    return int(counts[: early_epochs(len(counts))].max())
+
+
 def early_epochs(num_epochs):
-    """How many of the first epochs `"early_loss"` averages: a third, at least one."""
+    """How many of the first epochs `"early_loss"` averages and `suggested_num_issues` looks
+    at: a third, at least one."""
     return max(1, num_epochs // 3)
 
 
@@ -251,8 +333,9 @@ def _read_run(run_dir, x, y, score, dynamics, batch_size):
         x = input_stream(run.load_dataset(), labels["indices"], batch_size=batch_size)
         y = labels["given"]
     models = {"probabilities": run.load_model("ensemble"), "weights": run.load_model("final")}
-    if score in DYNAMICS_SCORES and dynamics is None:
-        dynamics = run.join(RunDirectory.TRAINING_DYNAMICS)
+    recorded = run.join(RunDirectory.TRAINING_DYNAMICS)
+    if dynamics is None and (score in DYNAMICS_SCORES or os.path.isfile(recorded)):
+        dynamics = recorded
     return x, y, models, dynamics
 
 
@@ -285,8 +368,8 @@ def _check_dynamics(dynamics, y, score):
         )
     if isinstance(dynamics, (str, os.PathLike)):
         dynamics = load_dynamics(dynamics)
-    needed = DYNAMICS_SCORES[score]
-    if needed not in dynamics or len(dynamics["epochs"]) == 0:
+    needed = DYNAMICS_SCORES.get(score)
+    if needed is not None and (needed not in dynamics or len(dynamics["epochs"]) == 0):
         raise ValueError(
             f"Received score={score!r}, which needs the recorded {needed!r} of at least one "
             f"epoch. Received: dynamics with {sorted(dynamics)} over "

@@ -4,6 +4,8 @@ import importlib.util
 import json
 import pathlib
 
+from clidmu_tf.label_issue_ranking import COUNT_ESTIMATION_METHOD
+
 SCRIPT = pathlib.Path(__file__).parents[1] / "benchmarks" / "label_errors.py"
 
 
@@ -28,6 +30,10 @@ def test_quick_run_writes_one_cell_and_resumes(tmp_path, capsys):
     }  # fmt: skip
     assert all(0.0 <= scores["roc_auc"] <= 1.0 for scores in result["rankings"].values())
     assert result["num_flipped"] > 0 and result["seconds"]["cleanlab_cv_logistic"] > 0
+    # The product's suggestion is the largest early count of COUNT_ESTIMATION_METHOD.
+    assert result["suggested_num_issues"] == (
+        result["count_estimates"]["early_epochs_max"][COUNT_ESTIMATION_METHOD]
+    )
     assert "[1/1]" in capsys.readouterr().out
 
     # A finished cell is skipped; a cell whose run was kept is scored again without training.
@@ -42,3 +48,4 @@ def test_quick_run_writes_one_cell_and_resumes(tmp_path, capsys):
     benchmark.main(["--summary", "--output", str(output)])
     table = capsys.readouterr().out
     assert "| digits | symmetric:0.4 | 1 | ensemble |" in table
+    assert f"| digits | symmetric:0.4 | early_epochs_max / {COUNT_ESTIMATION_METHOD} | 1 |" in table

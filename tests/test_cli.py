@@ -11,14 +11,14 @@ import sys
 import numpy as np
 import pytest
 
+from clidmu_tf.callbacks import load_dynamics, read_snapshot_manifest
 from clidmu_tf.cli import cli_utils, training_job
 from clidmu_tf.cli.epoch_recorder import EpochRecorder
 from clidmu_tf.cli.main import main
 from clidmu_tf.cli.run_directory import RunDirectory
 from clidmu_tf.cli.run_report import RunReport
 from clidmu_tf.cli.train import comparison_table
-from clidmu_tf.callbacks import read_snapshot_manifest
-from clidmu_tf.label_issue_ranking import DEFAULT_SCORE, SCORES
+from clidmu_tf.label_issue_ranking import DEFAULT_SCORE, SCORES, suggested_num_issues
 
 TINY = [
     "--limit-train", "200",
@@ -258,7 +258,9 @@ def test_inspect_ranks_the_likely_wrong_labels_as_csv(tiny_run, capsys, tmp_path
     assert int(first["true_label"]) == labels["true"][position]
     assert float(first["weight"]) == pytest.approx(labels["weights"][position], rel=1e-4)
     suggested = RunReport.load(tiny_run)["label_issues"]["suggested_num_issues"]
-    assert f"cleanlab estimates that {suggested} of the 200" in err
+    early = load_dynamics(RunDirectory(tiny_run).join(RunDirectory.TRAINING_DYNAMICS))
+    assert suggested == suggested_num_issues(early) == max(early["num_label_issues"])
+    assert f"that {suggested} of the 200 training labels are wrong" in err
 
     output = tmp_path / "all.csv"
     assert main(["inspect", tiny_run, "--all", "--output", str(output)]) == 0

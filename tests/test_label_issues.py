@@ -7,7 +7,14 @@ import tensorflow as tf
 
 from clidmu_tf import CLIDMUModel, backbones
 from clidmu_tf.callbacks import TrainingDynamicsRecorder, load_dynamics
-from clidmu_tf.label_issue_ranking import SCORES, label_issues, label_quality, ranking_metrics
+from clidmu_tf.label_issue_ranking import (
+    SCORES,
+    label_issues,
+    count_label_issues,
+    label_quality,
+    ranking_metrics,
+    suggested_num_issues,
+)
 
 NUM_SAMPLES = 40
 NUM_CLASSES = 3
@@ -53,6 +60,8 @@ def test_recorder_keeps_every_epoch_and_writes_them(trained):
         dynamics["margin"][-1], logits[rows, y] - others.max(axis=1), rtol=1e-4, atol=1e-5
     )
     np.testing.assert_allclose(dynamics["weight"][-1], model.per_sample_weights(x, y), rtol=1e-5)
+    assert dynamics["num_label_issues"].shape == (3,)
+    assert dynamics["num_label_issues"][-1] == count_label_issues(y, _softmax(logits))
     written = load_dynamics(path)
     assert sorted(written) == sorted(dynamics)
     np.testing.assert_array_equal(written["margin"], dynamics["margin"])
@@ -64,7 +73,8 @@ def test_every_score_ranks_from_least_to_most_trusted(trained, score):
     issues = label_issues(model, x, y, score=score, dynamics=recorder.dynamics())
     assert sorted(issues["ranking"].tolist()) == list(range(NUM_SAMPLES))
     assert np.all(np.diff(issues["quality"][issues["ranking"]]) >= 0)
-    assert 0 <= issues["num_issues"] <= NUM_SAMPLES
+    # A third of 3 epochs: the first epoch's count.
+    assert issues["num_issues"] == recorder.dynamics()["num_label_issues"][0]
     assert issues["score"] == score
     expected = {
         "ensemble": issues["probabilities"][np.arange(NUM_SAMPLES), y],
@@ -88,7 +98,8 @@ def test_the_flipped_labels_of_a_model_that_knows_the_truth_come_first():
     given[flipped] = (true[flipped] + 1) % NUM_CLASSES
     issues = label_issues(model, x, given, score="ensemble")
     assert set(issues["ranking"][:4].tolist()) == {2, 13, 25, 27}
-    assert issues["num_issues"] == 4
+    # No training dynamics: no early-epoch probabilities to estimate the count from.
+    assert issues["num_issues"] is None
     assert issues["weights"] is None
     assert ranking_metrics(issues["quality"], flipped) == {
         "roc_auc": 1.0,
@@ -121,6 +132,38 @@ def test_early_loss_averages_the_first_third_of_the_epochs():
     dynamics = {"epochs": np.arange(1, 7), "given_probability": given_probability}
     quality = label_quality("early_loss", np.array([0, 1]), None, dynamics=dynamics)
     np.testing.assert_allclose(quality, np.log([0.5, 0.1]))
+
+
+def test_the_suggested_number_of_wrong_labels_comes_from_before_they_were_memorised():
+    # 90 samples in 120 dimensions: a linear model separates any labelling, so it memorises
+    # the flipped labels by the last epoch, after learning the three clusters first.
+    rng = np.random.default_rng(0)
+    true = np.repeat(np.arange(3), 30)
+    x = (rng.normal(size=(3, 120))[true] + rng.normal(size=(90, 120))).astype("float32")
+    flipped = rng.random(90) < 0.3
+    given = np.where(flipped, (true + rng.integers(1, 3, 90)) % 3, true).astype("int32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((120,)), keras.layers.Dense(3)])
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.02),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    recorder = TrainingDynamicsRecorder(x, given)
+    model.fit(x, given, epochs=30, batch_size=10, callbacks=[recorder], verbose=0)
+    counts = recorder.dynamics()["num_label_issues"]
+    num_flipped = int(flipped.sum())
+    issues = label_issues(model, x, given, score="early_loss", dynamics=recorder.dynamics())
+    assert issues["num_issues"] == counts[:10].max()
+    assert abs(issues["num_issues"] - num_flipped) <= 0.2 * num_flipped
+    # The same count on the trained model's probabilities finds almost none.
+    assert counts[-1] == count_label_issues(given, issues["probabilities"])
+    assert counts[-1] < num_flipped / 3
+
+
+def test_the_suggestion_is_the_largest_count_of_the_first_third_of_the_epochs():
+    counts = np.array([10, 30, 20, 5, 5, 5, 40, 40, 40])
+    assert suggested_num_issues({"num_label_issues": counts}) == 30
+    assert suggested_num_issues({"num_label_issues": np.array([7])}) == 7
 
 
 def test_ranking_metrics():

@@ -5,8 +5,12 @@ import keras
 import numpy as np
 
 from clidmu_tf.atomic_files import write_bytes_atomically
+from clidmu_tf.label_issue_ranking import count_label_issues
 from clidmu_tf.model_inputs import check_model_inputs, labelled_input_batches, num_samples
 from clidmu_tf.validation import check_positive_int, invalid_value
+
+# The signals kept per epoch: `[E, N]` each, but `num_label_issues`, `[E]`.
+PER_EPOCH_SIGNALS = ("given_probability", "margin", "weight", "num_label_issues")
 
 
 class TrainingDynamicsRecorder(keras.callbacks.Callback):
@@ -20,11 +24,17 @@ class TrainingDynamicsRecorder(keras.callbacks.Callback):
       average over epochs is the "area under the margin" of Pleiss et al., 2020);
     - `weight`: the meta-model's trust in the label (`CLIDMUModel.per_sample_weights`:
       Meta-Weight-Net's weight or the VRI rectifier's value at the label), when the model
-      has a meta-model that is trained (not `meta_objective="none"`).
+      has a meta-model that is trained (not `meta_objective="none"`);
+
+    and, per epoch, `num_label_issues`: cleanlab's confident-learning estimate of how many
+    of the labels are wrong from that epoch's class probabilities
+    (`clidmu_tf.label_issue_ranking.count_label_issues`), one integer, so that the file
+    stays small.
 
     Wrong labels are learnt late: in the early epochs the model predicts the true class and
     gives the given label a low probability, a negative margin and a low weight, before it
-    memorises it. `clidmu_tf.label_issues` turns these records into rankings.
+    memorises it. `clidmu_tf.label_issues` turns these records into rankings and into a
+    suggested number of wrong labels (the largest count of the first epochs).
 
     Only the records are kept in memory (3 float32 values per sample and epoch): `x` may be
     a stream read from disk, such as `TrainingData.input_stream`. When `path`
@@ -48,6 +58,7 @@ class TrainingDynamicsRecorder(keras.callbacks.Callback):
             ends), labels that are not a 1-D integer array, an infinite dataset, inputs
             holding NaN or inf, a non-positive `batch_size`, or records to resume of other
             labels.
+        ImportError: at the end of an epoch, if cleanlab is not installed.
 
     Example:
 
@@ -96,7 +107,7 @@ class TrainingDynamicsRecorder(keras.callbacks.Callback):
                 f"The training dynamics in {path!r} were recorded for other labels than `y`; "
                 "pass resume=False to start afresh."
             )
-        signals = [name for name in ("given_probability", "margin", "weight") if name in recorded]
+        signals = [name for name in PER_EPOCH_SIGNALS if name in recorded]
         return {
             int(epoch): {name: recorded[name][row] for name in signals}
             for row, epoch in enumerate(recorded["epochs"])
@@ -112,12 +123,12 @@ class TrainingDynamicsRecorder(keras.callbacks.Callback):
 
         Returns:
             A dict with `epochs` (int32 `[E]`, numbered from 1), `given_label` (int32 `[N]`),
-            `given_probability` and `margin` (float32 `[E, N]`) and, for a model with a
-            trained meta-model, `weight` (float32 `[E, N]`).
+            `given_probability` and `margin` (float32 `[E, N]`), `num_label_issues` (int32
+            `[E]`) and, for a model with a trained meta-model, `weight` (float32 `[E, N]`).
         """
         epochs = sorted(self._records)
         arrays = {"epochs": np.asarray(epochs, dtype="int32"), "given_label": self.y}
-        for name in ("given_probability", "margin", "weight"):
+        for name in PER_EPOCH_SIGNALS:
             if epochs and name in self._records[epochs[0]]:
                 arrays[name] = np.stack([self._records[e][name] for e in epochs])
         return arrays
@@ -140,9 +151,11 @@ class TrainingDynamicsRecorder(keras.callbacks.Callback):
         others = logits.copy()
         others[rows, self.y] = -np.inf
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities = shifted / shifted.sum(axis=1, keepdims=True)
         record = {
-            "given_probability": (shifted[rows, self.y] / shifted.sum(axis=1)).astype("float32"),
+            "given_probability": probabilities[rows, self.y].astype("float32"),
             "margin": (given_logit - others.max(axis=1)).astype("float32"),
+            "num_label_issues": np.int32(count_label_issues(self.y, probabilities)),
         }
         if weighs:
             record["weight"] = np.concatenate(weights)

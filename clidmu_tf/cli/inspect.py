@@ -18,8 +18,9 @@ def register_subparser(commands):
         "suspicious first, as CSV: rank, index (position in the dataset's training split), "
         "the final meta-model's weight, given label, the snapshot ensemble's prediction and "
         "confidence, label_quality (the --score, lower meaning more likely wrong) and, when "
-        "the noise was injected, the true label. cleanlab's estimate of how many labels are "
-        "wrong, a suggested cut-off, is printed to stderr.",
+        "the noise was injected, the true label. The estimate of how many labels are wrong "
+        "(the largest of cleanlab's confident-learning counts on the class probabilities of "
+        "each of the first third of the epochs), a suggested cut-off, is printed to stderr.",
     )
     inspect.set_defaults(handler=run, parser=inspect)
     inspect.add_argument("run_dir", metavar="RUN_DIR")
@@ -65,9 +66,19 @@ def run(args):
         top=None if args.all else args.top,
     )
     write_label_errors_csv(args.output or sys.stdout, rows)
-    print(
-        f"cleanlab estimates that {issues['num_issues']} of the {len(labels['given'])} training "
-        f"labels are wrong: a suggested cut-off of this ranking (--top {issues['num_issues']}).",
-        file=sys.stderr,
-    )
+    print(suggestion_sentence(issues["num_issues"], len(labels["given"])), file=sys.stderr)
     return 0
+
+
+def suggestion_sentence(num_issues, num_samples):
+    """What `inspect` says of the suggested number of wrong labels (`num_issues`, or None)."""
+    if num_issues is None:
+        return (
+            "No suggested number of wrong labels: the run's training dynamics hold no "
+            "per-epoch counts of label issues (they were recorded by an older clidmu-tf)."
+        )
+    return (
+        f"cleanlab estimates, from the class probabilities of the early epochs, that "
+        f"{num_issues} of the {num_samples} training labels are wrong: a suggested cut-off "
+        f"of this ranking (--top {num_issues})."
+    )

@@ -194,7 +194,8 @@ def plot_label_issues(path, *, quality, score, num_issues, flipped=None, roc_cur
         path: where to write the PNG.
         quality: `[N]` label quality of the chosen score (lower: label more likely wrong).
         score: the score's name, for the legends.
-        num_issues: the suggested number of wrong labels (cleanlab's estimate).
+        num_issues: the suggested number of wrong labels (`suggested_num_issues`: cleanlab's
+            count on the early epochs' class probabilities).
         flipped: bool `[N]`, True where the label is known to be wrong, or None.
         roc_curve: with `flipped`, a dict with `false_positive_rate`, `true_positive_rate`
             and `roc_auc` (the report's), drawn in a second panel.
@@ -211,7 +212,7 @@ def plot_label_issues(path, *, quality, score, num_issues, flipped=None, roc_cur
     ranking_axis.plot(ranks, quality[order], color="black", linewidth=1,
                       label=f"label quality ({score})")
     ranking_axis.axvline(num_issues, color="tab:orange", linestyle="--",
-                         label=f"suggested: {num_issues} wrong labels (cleanlab)")
+                         label=f"suggested: {num_issues} wrong labels (cleanlab, early epochs)")
     ranking_axis.set_xlabel("rank k (1: the label most likely wrong)")
     ranking_axis.set_ylabel(f"label quality ({score})")
     ranking_axis.set_title("Training labels ranked by how likely they are wrong")

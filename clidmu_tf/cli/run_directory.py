@@ -26,7 +26,8 @@ class RunDirectory:
       held-out selection set's), with their given (noisy) and true labels and the
       meta-model's per-sample weights.
     - `training_dynamics.npz`: per epoch and labelled sample, the given label's probability
-      and margin and the meta-model's weight (`TrainingDynamicsRecorder`).
+      and margin and the meta-model's weight, and per epoch cleanlab's count of label issues
+      (`TrainingDynamicsRecorder`).
     - `label_errors.csv`: the training samples the meta-model trusts least.
     - `.resume/`: while a run is going, what `train --resume` continues from (Keras
       `BackupAndRestore` backups of the model being trained, and the finished CLID-MU model

@@ -235,8 +235,9 @@ def comparison_table(report, run_dir):
     lines.append("-" * 60)
     if issues:
         lines.append(
-            f"Label issues ranked by {issues['score']} (clidmu-tf inspect): cleanlab suggests "
-            f"{issues['suggested_num_issues']} of the {issues['num_samples']} labels are wrong."
+            f"Label issues ranked by {issues['score']} (clidmu-tf inspect): cleanlab, on the "
+            f"early epochs' probabilities, suggests {issues['suggested_num_issues']} of the "
+            f"{issues['num_samples']} labels are wrong."
         )
         if "roc_auc" in issues:
             lines.append(

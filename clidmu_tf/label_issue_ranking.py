@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 
-from clidmu_tf.model_inputs import check_model_inputs, labelled_input_batches
 from clidmu_tf.validation import check_choice, check_positive_int
 
 # Each score is a label quality: higher means the given label is more likely right, the
@@ -252,6 +251,9 @@ def _probabilities_and_weights(model, weighting_model, x, y, batch_size):
     """The class probabilities of `model` (float64 `[N, C]`) and the per-sample weights of
     `weighting_model` (float32 `[N]`, or None without one), in one pass over `x`."""
     probabilities, weights = [], []
+    # Imported here: the command line reads this module's names before TensorFlow loads.
+    from clidmu_tf.model_inputs import labelled_input_batches
+
     for batch, labels in labelled_input_batches(x, y, batch_size, model):
         logits = np.asarray(model.predict_on_batch(batch), dtype=np.float64)
         if logits.shape[1] <= y.max():
@@ -355,6 +357,8 @@ def _check_inputs_and_labels(x, y):
     if labels.min() < 0:
         raise ValueError(f"The labels `y` must be class ids >= 0. Received: min(y)={labels.min()}")
     # Their lengths are compared as `x` is read (a dataset's length is known only then).
+    from clidmu_tf.model_inputs import check_model_inputs
+
     return check_model_inputs(x, "x"), labels.astype("int64")
 
 

@@ -38,6 +38,7 @@ def export_ensemble(
     noise_report=None,
     metrics=None,
     members=None,
+    selection_monitor="meta_clid",
     verification_inputs=None,
     input_signature=None,
     opset=MIN_OPSET,
@@ -84,6 +85,9 @@ def export_ensemble(
         members: the ensemble's members, a list of dicts with at least `"epoch"` and
             `"clid"` (`CLIDSnapshotEnsemble.snapshots`, or `read_snapshot_manifest(dir)
             ["snapshots"]`), or None for a single model.
+        selection_monitor: the CLID that ranked the members, the snapshot manifest's
+            `"monitor"`: `"meta_clid"` (the meta set, the paper's rule) or `"held_out_clid"`
+            (a held-out selection set); it names the selection rule on the card.
         verification_inputs: held-out inputs `[N, ...]` to verify the export on. If None,
             `RANDOM_VERIFICATION_SAMPLES` random inputs are used and the card says so.
         input_signature: a `tf.TensorSpec` of the input, needed only for a model that is
@@ -162,7 +166,7 @@ def export_ensemble(
                 "probabilities": {"shape": [None, num_classes], "dtype": "float32"},
                 "predicted_class": {"shape": [None], "dtype": "int64"},
             },
-            "ensemble": _ensemble_section(members),
+            "ensemble": _ensemble_section(members, selection_monitor),
             "noise_report": noise_report,
             "metrics": metrics,
             "files": files,
@@ -342,12 +346,19 @@ def _as_dict(name, value):
     return model_card_lib.jsonable(dict(value))
 
 
-def _ensemble_section(members):
+SELECTION_RULES = {
+    "meta_clid": "the epochs with the lowest CLID on the meta set",
+    "held_out_clid": "the epochs with the lowest CLID on a held-out selection set, never "
+    "trained on",
+}
+
+
+def _ensemble_section(members, monitor):
     if members is None:
         return None
     return {
         "rule": "mean of the members' logits",
-        "selection": "the epochs with the lowest CLID on the meta set",
+        "selection": SELECTION_RULES.get(monitor, f"the epochs with the lowest {monitor}"),
         "members": members,
     }
 

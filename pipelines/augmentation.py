@@ -15,7 +15,7 @@ class Augmentation:
 
     Named recipes (`Augmentation.from_recipe`):
 
-    - `"none"`: no augmentation (digits, MNIST-like data).
+    - `"none"`: no augmentation (image folders, arrays).
     - `"cifar"`: flip and 4-pixel padded crop, the standard CIFAR training augmentation
       the paper uses.
     - `"cifar_strong"`: `"cifar"` plus RandAugment (2 ops) and a 16-pixel cutout, the

@@ -127,8 +127,8 @@ def make_training_data(
             dataset's dtype (uint8 pixels for image data), for the meta set.
         train_size: int, train on a seeded stratified subset of this many training samples
             (small-scale studies); None keeps all.
-        selection_size: None or 0 (no held-out selection set: the paper), or a positive int,
-            the size of the held-out selection set, taken from the training set (after
+        selection_size: None or 0 (no held-out selection set: the paper), or an int of at
+            least 2 that leaves at least 4 samples, the size of the held-out selection set, taken from the training set (after
             `train_size`, before the semi-supervised and meta splits); see
             `default_selection_size`.
         augment: `"auto"` (the dataset's recipe: flip and crop for CIFAR, 1-pixel shifts for
@@ -160,6 +160,9 @@ def make_training_data(
     batch_size = check_positive_int("batch_size", batch_size)
     if selection_size is not None and selection_size != 0:
         check_positive_int("selection_size", selection_size)
+        if selection_size < 2:
+            # CLID compares the samples of a batch with each other.
+            raise invalid_value("selection_size", "0, None or an integer of at least 2", selection_size)
     for name, value in (
         ("meta_size", meta_size),
         ("meta_batch_size", meta_batch_size),
@@ -227,9 +230,10 @@ def make_training_data(
 
     selection_indices = np.zeros([0], np.int64)
     if selection_size:
-        if selection_size > len(pool) - 2:
+        # At least 4 samples are left to train on and to draw a meta set of 2 from.
+        if selection_size > len(pool) - 4:
             raise invalid_value(
-                "selection_size", f"an integer in [0, {len(pool) - 2}] for this data", selection_size
+                "selection_size", f"an integer in [2, {len(pool) - 4}] for this data", selection_size
             )
         chosen, kept = stratified_split(noisy[pool], size=selection_size, seed=split_seed + 1)
         selection_indices, pool = pool[chosen], pool[kept]

@@ -215,7 +215,16 @@ CASES = {
         ["--selection-size=10", "--snapshot-selection='meta-set'"],
     ),
     "--selection-size too large": (
-        train("--selection-size", "149"), FAILED, ["`--selection-size`", "--selection-size=149"],
+        train("--snapshot-selection", "held-out", "--selection-size", "149"), FAILED,
+        ["`--selection-size`", "--selection-size=149"],
+    ),
+    "--selection-size 1": (
+        train("--snapshot-selection", "held-out", "--selection-size", "1"), FAILED,
+        ["--selection-size=1", "at least 2"],
+    ),
+    "held-out selection on too little data": (
+        train("--snapshot-selection", "held-out", "--limit-train", "15"), FAILED,
+        ["--snapshot-selection='held-out'", "at least 20", "--limit-train=15"],
     ),
     "--snapshot-selection unknown": (
         train("--snapshot-selection", "best"), USAGE, ["held-out", "meta-set"],

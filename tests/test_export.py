@@ -283,3 +283,12 @@ def test_a_failed_export_leaves_the_existing_out_dir_untouched(tmp_path, layer, 
         export_ensemble(model, out_dir, overwrite=True)
     assert os.listdir(out_dir) == ["mine.txt"]
     assert os.listdir(tmp_path) == ["export"]
+
+
+def test_the_model_card_names_the_clid_that_chose_the_members():
+    from clidmu_tf.export import export_lib
+
+    members = [{"epoch": 3, "clid": 1.5}]
+    assert "meta set" in export_lib._ensemble_section(members, "meta_clid")["selection"]
+    held_out = export_lib._ensemble_section(members, "held_out_clid")["selection"]
+    assert "held-out selection set" in held_out and "meta set" not in held_out

@@ -206,6 +206,8 @@ def test_monitor_names_the_logged_clid_and_is_kept_on_resume(run, tmp_path):
         history.history["held_out_clid"][-1], callback.score(model.backbone), rtol=1e-6
     )
     assert read_snapshot_manifest(tmp_path / "held_out")["monitor"] == "held_out_clid"
+    with open(tmp_path / "held_out" / "meta_clid.csv", newline="") as handle:
+        assert list(next(csv.reader(handle))) == ["epoch", "held_out_clid"]
     for directory, monitor, trained in ((tmp_path / "held_out", "meta_clid", model),
                                         (run["directory"], "held_out_clid", run["model"])):
         resumed = CLIDSnapshotEnsemble(
@@ -216,10 +218,17 @@ def test_monitor_names_the_logged_clid_and_is_kept_on_resume(run, tmp_path):
             resumed.on_train_begin()
 
 
-@pytest.mark.parametrize("monitor", ["", "meta clid", 3, None])
+@pytest.mark.parametrize("monitor", ["", "meta clid", 3, None, "loss", "val_clid"])
 def test_invalid_monitor(monitor, tmp_path):
     with pytest.raises(ValueError, match=f"`monitor`.*Received: monitor={monitor!r}"):
         CLIDSnapshotEnsemble(np.zeros((4, 8), "float32"), monitor=monitor, directory=tmp_path)
+
+
+def test_a_monitor_the_model_logs_itself_is_refused(tmp_path):
+    x, labels, _ = clustered_data()
+    callback = CLIDSnapshotEnsemble(x[:40], directory=tmp_path, monitor="clid", batch_size=20)
+    with pytest.raises(ValueError, match="monitor='clid', the name of a value the model"):
+        new_model().fit(fit_data(x, labels), epochs=1, callbacks=[callback], verbose=0)
 
 
 @pytest.mark.parametrize("top_k", [0, -1, 1.5, True, "5"])

@@ -14,7 +14,8 @@ DEFAULT_TEMPERATURE = 0.5
 
 
 class CLIDSnapshotEnsemble(keras.callbacks.Callback):
-    """Keeps the epochs with the lowest CLID on the meta set and ensembles them.
+    """Keeps the epochs with the lowest CLID on the meta set (or on held-out inputs) and
+    ensembles them.
 
     After each epoch the callback scores the model with CLID over the whole meta set, in
     inference mode, in batches of `batch_size`, each batch weighted by its size (the paper's
@@ -59,12 +60,14 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
             `temperature` attribute (a `CLIDMUModel`'s), else 0.5.
         resume: bool; if `directory` already holds a manifest, `True` continues from it
             (its snapshots compete with the new epochs) and `False` refuses the directory.
-        monitor: str, the name of the per-epoch CLID in the epoch logs and the manifest
-            (`"meta_clid"`; `"held_out_clid"` when `meta_data` is held out of training).
+        monitor: str, the name of the per-epoch CLID in the epoch logs, the manifest and the
+            CSV (`"meta_clid"`; `"held_out_clid"` when `meta_data` is held out of training);
+            not a name the model logs itself (`"loss"`, `"val_..."`, its metrics).
 
     Raises:
-        ValueError: for a non-positive `top_k`, `batch_size` or `temperature`, an empty or
-            non-string `monitor`, a `meta_data`
+        ValueError: for a non-positive `top_k`, `batch_size` or `temperature`, a `monitor`
+            that is not a name of its own (at an epoch's end if the model logs it), a
+            `meta_data`
             with fewer than 2 samples or holding NaN or inf, an infinite dataset, or a
             directory that already holds snapshots while `resume=False`.
 
@@ -106,8 +109,17 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
         monitor="meta_clid",
     ):
         super().__init__()
-        if not isinstance(monitor, str) or not monitor.isidentifier():
-            raise invalid_value("monitor", "a log name such as 'meta_clid'", monitor)
+        if (
+            not isinstance(monitor, str)
+            or not monitor.isidentifier()
+            or monitor == "loss"
+            or monitor.startswith("val_")
+        ):
+            # Keras's own log names would be overwritten (checked again at each epoch's end
+            # against what the model logs).
+            raise invalid_value(
+                "monitor", "a log name of its own such as 'meta_clid', not a Keras log", monitor
+            )
         self.monitor = monitor
         self.top_k = check_positive_int("top_k", top_k)
         self.batch_size = check_positive_int("batch_size", batch_size)
@@ -187,6 +199,12 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
         backbone = self._scored_model()
         clid = self.score(backbone)
         if logs is not None:
+            if self.monitor in logs:
+                raise ValueError(
+                    f"Received monitor={self.monitor!r}, the name of a value the model already "
+                    f"logs ({sorted(logs)}); CLID would replace it. Choose another name, such "
+                    "as 'meta_clid' or 'held_out_clid'."
+                )
             logs[self.monitor] = clid
 
         manifest = self._manifest
@@ -214,7 +232,7 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
         # is gone; a crash in between leaves an unlisted file, never a broken ensemble.
         manifest.update(top_k=self.top_k, snapshots=kept, history=history)
         snapshot_store.write_manifest(self.directory, manifest)
-        snapshot_store.write_clid_csv(self.directory, history)
+        snapshot_store.write_clid_csv(self.directory, history, self.monitor)
         for entry in evicted:
             path = os.path.join(self.directory, entry["file"])
             if os.path.exists(path):

@@ -29,9 +29,10 @@ def write_manifest(directory, manifest):
     write_text_atomically(os.path.join(directory, MANIFEST_NAME), json.dumps(manifest, indent=2))
 
 
-def write_clid_csv(directory, history):
-    """Rewrites the per-epoch CLID log; it is a view of the manifest's history."""
-    rows = ["epoch,meta_clid"] + [f"{entry['epoch']},{entry['clid']!r}" for entry in history]
+def write_clid_csv(directory, history, monitor="meta_clid"):
+    """Rewrites the per-epoch CLID log, a view of the manifest's history; its second column is
+    named after the CLID that ranked the epochs (`monitor`)."""
+    rows = [f"epoch,{monitor}"] + [f"{entry['epoch']},{entry['clid']!r}" for entry in history]
     write_text_atomically(os.path.join(directory, CSV_NAME), "\n".join(rows) + "\n")
 
 

@@ -189,6 +189,7 @@ LIBRARY_TO_CLI = {
     "meta_batch_size": "--meta-batch-size",
     "batch_size": "--batch-size",
     "train_size": "--limit-train",
+    "limit_train": "--limit-train",
     "class_map": "--class-map",
     "image_size": "--image-size",
     "label_file": "--label-file",

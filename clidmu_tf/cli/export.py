@@ -54,9 +54,10 @@ def run(args):
 
     model = run_directory.load_model(args.model)
     dataset = run_directory.load_dataset(allow_unfinished=True)
-    members = None
+    members, monitor = None, "meta_clid"
     if args.model == "ensemble":
-        members = read_snapshot_manifest(run_directory.snapshots)["snapshots"]
+        manifest = read_snapshot_manifest(run_directory.snapshots)
+        members, monitor = manifest["snapshots"], manifest.get("monitor", "meta_clid")
     accuracy_key = {"ensemble": "ensemble_test_accuracy", "final": "test_accuracy",
                     "baseline": "baseline_test_accuracy"}[args.model]
     card = export_ensemble(
@@ -68,6 +69,7 @@ def run(args):
         noise_report=report.get("noise"),
         metrics={"test_accuracy": report.get(accuracy_key)},
         members=members,
+        selection_monitor=monitor,
         verification_inputs=dataset.inputs(split="test")[: training_job.VERIFICATION_SAMPLES],
         overwrite=args.overwrite,
     )

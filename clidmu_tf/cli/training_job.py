@@ -389,7 +389,7 @@ class TrainingJob:
         import keras
 
         from clidmu_tf.cli.data_sources import load_source_dataset, load_unlabeled_like
-        from clidmu_tf.pipelines import default_selection_size, make_training_data
+        from clidmu_tf.pipelines import make_training_data
 
         config = self.config
         # Layer names come from process-wide counters and are part of the backbone's config,
@@ -421,12 +421,7 @@ class TrainingJob:
             "batch_size": config["batch_size"],
             "meta_batch_size": config["meta_batch_size"],
             "train_size": config["limit_train"],
-            "selection_size": (
-                0
-                if config["snapshot_selection"] == "meta-set"
-                else config["selection_size"]
-                or default_selection_size(config["limit_train"] or len(dataset.y_train))
-            ),
+            "selection_size": self._selection_size(dataset),
             "labeled_fraction": config["labeled_fraction"],
             "unlabeled_inputs": self.unlabeled,
             "augment": resolve_augmentation(
@@ -448,9 +443,12 @@ class TrainingJob:
         if len(data.meta_indices) < 2:
             raise ValueError(
                 f"The meta set holds {len(data.meta_indices)} sample(s); CLID compares samples "
-                "with each other and needs at least 2. Raise --limit-train or --meta-size. "
-                f"Received: --limit-train={config['limit_train']}, "
+                "with each other and needs at least 2. Raise --limit-train or --meta-size"
+                + (" or lower --selection-size" if len(data.selection_indices) else "")
+                + f". Received: --limit-train={config['limit_train']}, "
                 f"--meta-size={config['meta_size']}"
+                + (f", --selection-size={len(data.selection_indices)}"
+                   if len(data.selection_indices) else "")
             )
         self.test_labels = dataset.y_test
         self.class_names = list(dataset.class_names) if dataset.class_names else None
@@ -551,6 +549,25 @@ class TrainingJob:
                 jit_compile=config["jit"],
             )
         return model
+
+    def _selection_size(self, dataset):
+        """The held-out selection set's size: 0 for the paper's rule, else the given or default
+        size; a held-out rule the data is too small for is refused rather than dropped."""
+        from clidmu_tf.pipelines import default_selection_size
+
+        config = self.config
+        if config["snapshot_selection"] == "meta-set":
+            return 0
+        if config["selection_size"] is not None:
+            return config["selection_size"]
+        size = default_selection_size(config["limit_train"] or len(dataset.y_train))
+        if not size:
+            raise ValueError(
+                "snapshot_selection='held-out' needs at least 20 training samples to hold a "
+                "tenth out; raise limit_train or give selection_size. Received: "
+                f"limit_train={config['limit_train']}"
+            )
+        return size
 
     @property
     def selection_monitor(self):
@@ -766,6 +783,7 @@ class TrainingJob:
                 noise_report=self.data.noise_report,
                 metrics={"test_accuracy": self.report["ensemble_test_accuracy"]},
                 members=self.ensemble_members,
+                selection_monitor=self.selection_monitor,
                 verification_inputs=self.data.dataset.inputs(
                     np.arange(min(VERIFICATION_SAMPLES, len(self.test_labels))), split="test"
                 ),

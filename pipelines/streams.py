@@ -132,7 +132,8 @@ def make_training_data(
             `train_size`, before the semi-supervised and meta splits); see
             `default_selection_size`.
         augment: `"auto"` (the dataset's recipe: flip and crop for CIFAR, 1-pixel shifts for
-            digit-like greyscale images, none for folders and arrays),
+            digit-like greyscale images, none for folders and arrays; whatever the model:
+            `clidmu-tf train --augment auto` uses none with an MLP, which shifts hurt),
             None or `"none"`, a recipe name of `Augmentation.RECIPES`, or an `Augmentation`.
         augment_meta: bool, augment the meta stream like the training stream (as the
             authors' code does, the meta set being drawn from the training data).
@@ -474,8 +475,20 @@ def input_stream(dataset, indices, *, batch_size):
     Returns:
         A `tf.data.Dataset` of float32 batches `[b, *input_shape]`, `ceil(n / batch_size)` of
         them, prefetched.
+
+    Raises:
+        ValueError: for a non-positive `batch_size`, or `indices` that are not integer
+            positions in `[0, N)` of the training split's N samples.
     """
     batch_size = check_positive_int("batch_size", batch_size)
+    positions = np.asarray(indices)
+    size = len(dataset.y_train)
+    if positions.ndim != 1 or not (
+        positions.size == 0 or np.issubdtype(positions.dtype, np.integer)
+    ) or (positions.size and (positions.min() < 0 or positions.max() >= size)):
+        raise invalid_value(
+            "indices", f"a 1-D array of integer positions in [0, {size})", indices
+        )
     if isinstance(dataset, StreamedDataset):
         read = dataset.pixel_reader("train")
     else:

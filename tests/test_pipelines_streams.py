@@ -231,6 +231,9 @@ def test_summary_and_inputs(tagged):
     np.testing.assert_array_equal(np.concatenate(batches), data.train_inputs())
     picked = data.input_stream(np.array([5, 1, 3]), batch_size=2).as_numpy_iterator()
     np.testing.assert_array_equal(np.concatenate(list(picked))[:, 0], [5, 1, 3])
+    for bad in ([0, NUM_SAMPLES], [-1, 3], [0.5, 3.0], [[1, 2]]):
+        with pytest.raises(ValueError, match=r"`indices`, expected a 1-D array of integer"):
+            data.input_stream(np.array(bad), batch_size=2)
 
 
 def test_held_out_selection_set_is_never_trained_on_nor_in_the_meta_set(tagged):

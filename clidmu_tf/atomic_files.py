@@ -58,3 +58,11 @@ def save_weights_atomically(model, path):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def read_arrays(path):
+    """The arrays of an `.npz` file, read whole into a dict (the file is closed after)."""
+    import numpy as np
+
+    with np.load(path) as arrays:
+        return {key: arrays[key] for key in arrays.files}

@@ -1,23 +1,14 @@
 """Smoke test of benchmarks/accuracy.py: a tiny run is recorded once and skipped on restart."""
 
-import importlib.util
 import json
-import pathlib
 
 import numpy as np
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("accuracy_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmark_scripts import load_benchmark_script
 
 
 def test_quick_run_is_recorded_and_skipped_when_restarted(tmp_path, capsys):
-    accuracy = _load_script()
+    accuracy = load_benchmark_script("accuracy")
     results = tmp_path / "results.jsonl"
     argv = ["--quick", "--results", str(results), "--limit-train", "150"]
     accuracy.main(argv)
@@ -49,7 +40,7 @@ def test_quick_run_is_recorded_and_skipped_when_restarted(tmp_path, capsys):
 
 
 def test_a_line_cut_short_by_a_crash_is_ignored_and_not_glued_to(tmp_path):
-    accuracy = _load_script()
+    accuracy = load_benchmark_script("accuracy")
     results = tmp_path / "results.jsonl"
     results.write_text('{"run": 1}\n{"run": ')
     accuracy.append_result(str(results), {"run": 2})
@@ -57,7 +48,7 @@ def test_a_line_cut_short_by_a_crash_is_ignored_and_not_glued_to(tmp_path):
 
 
 def test_lowest_breaks_ties_towards_the_earlier_epoch():
-    accuracy = _load_script()
+    accuracy = load_benchmark_script("accuracy")
     scores = [3.0, 1.0, 2.0, 1.0, 5.0]
     assert accuracy.lowest(scores, [1, 2, 3, 4, 5], k=2) == [2, 4]
     assert accuracy.lowest(scores, [3, 4, 5], k=2) == [3, 4]

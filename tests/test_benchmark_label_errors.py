@@ -1,23 +1,14 @@
 """The label-error benchmark's smoke mode: one tiny cell, written at once and resumed."""
 
-import importlib.util
 import json
-import pathlib
 
 from clidmu_tf.label_issue_ranking import COUNT_ESTIMATION_METHOD
 
-SCRIPT = pathlib.Path(__file__).parents[1] / "benchmarks" / "label_errors.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("label_errors_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmark_scripts import load_benchmark_script
 
 
 def test_quick_run_writes_one_cell_and_resumes(tmp_path, capsys):
-    benchmark = _load_script()
+    benchmark = load_benchmark_script("label_errors")
     output, work = tmp_path / "results.jsonl", tmp_path / "runs"
     argv = ["--quick", "--output", str(output), "--work-dir", str(work)]
     assert benchmark.main(argv) == 0

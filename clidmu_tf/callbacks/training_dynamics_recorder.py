@@ -4,7 +4,7 @@ import os
 import keras
 import numpy as np
 
-from clidmu_tf.atomic_files import write_bytes_atomically
+from clidmu_tf.atomic_files import read_arrays, write_bytes_atomically
 from clidmu_tf.label_issue_ranking import count_label_issues
 from clidmu_tf.model_inputs import check_model_inputs, labelled_input_batches, num_samples
 from clidmu_tf.validation import check_positive_int, invalid_value
@@ -181,5 +181,4 @@ def load_dynamics(path):
             f"No training dynamics at {path!r}: train with the TrainingDynamicsRecorder "
             "callback (clidmu-tf train records them) for at least one epoch first."
         )
-    with np.load(path) as arrays:
-        return {key: arrays[key] for key in arrays.files}
+    return read_arrays(path)

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 
+from clidmu_tf.atomic_files import read_arrays
 from clidmu_tf.cli.run_report import RunReport
 
 
@@ -284,8 +285,7 @@ class RunDirectory:
                 f"The run in {self.path!r} has no {self.TRAINING_LABELS}: it did not get as far "
                 "as loading its data."
             )
-        with np.load(path) as arrays:
-            return {key: arrays[key] for key in arrays.files}
+        return read_arrays(path)
 
     def load_dataset(self, allow_unfinished=False):
         """Loads the run's dataset again from its configuration, as training loaded it."""

@@ -32,6 +32,12 @@ Usage:
         --results benchmarks/results/accuracy.jsonl
     python benchmarks/accuracy.py --summary --results benchmarks/results/accuracy.jsonl
     python benchmarks/accuracy.py --quick --results /tmp/quick.jsonl   # smoke run
+
+The semi-supervised rows (the paper's setting: a fraction of the training set labelled):
+
+    python benchmarks/accuracy.py --datasets digits mnist_5k --noises symmetric:0.4 \
+        --backbones small_cnn --methods ce clid-wnet --labeled-fraction 0.1 \
+        --results benchmarks/results/semi_supervised.jsonl
 """
 
 import argparse
@@ -76,6 +82,10 @@ def parse_args(argv=None):
     parser.add_argument("--temperature", nargs="+", type=float, default=[None],
                         help="CLID temperature(s); several values make a sweep")
     parser.add_argument("--limit-train", type=int, default=None, metavar="N")
+    parser.add_argument("--labeled-fraction", type=float, default=None, metavar="F",
+                        help="semi-supervised runs (`train --labeled-fraction`): a stratified "
+                        "fraction F keeps its noisy labels, the rest feeds CLID's meta set; "
+                        "cross-entropy trains on the labelled part alone")
     parser.add_argument("--meta-learning-rate", type=float, default=None, metavar="LR",
                         help="as `clidmu-tf train --meta-learning-rate` (default: the job's)")
     parser.add_argument(
@@ -137,7 +147,8 @@ def planned_runs(args):
                 config["class_map"] = DIGIT_CLASS_MAP
             if temperature is not None:
                 config["temperature"] = temperature
-            for key in ("limit_train", "meta_learning_rate", "lr_schedule", "augment"):
+            for key in ("limit_train", "labeled_fraction", "meta_learning_rate", "lr_schedule",
+                        "augment"):
                 value = getattr(args, key)
                 if value is not None and not (key == "lr_schedule" and value == "cyclic"):
                     config[key] = value
@@ -427,6 +438,8 @@ def summarize(records, by_tag=False):
     for record in records:
         config, probe = record["run"]["config"], record["run"]["probe"]
         name = probe.get("tag") or config["method"] if by_tag else config["method"]
+        if config.get("labeled_fraction") is not None:
+            name += f" ({config['labeled_fraction']:.0%} labelled)"
         key = (config["dataset"], config["noise"], config["backbone"], name,
                config.get("temperature", 0.5), config["epochs"],
                # Runs before the held-out selection set ranked by the meta set.

@@ -5,8 +5,8 @@ the dataset's default backbone and schedule) without baseline and export, once w
 `virtual_step="full"` (the paper's) and once with `"head"`, on the same noisy labels and
 initial weights (same seed). It reports, per dataset and noise, the mean ± standard
 deviation over seeds of the final model's and the CLID snapshot ensemble's clean test
-accuracy. Results are written to `--output` after every run, and runs already there are
-skipped, so an interrupted benchmark resumes.
+accuracy, with the number of epochs each ran. Results are written to `--output` after every
+run, and runs already there are skipped, so an interrupted benchmark resumes.
 
     python benchmarks/virtual_step_accuracy.py --datasets digits mnist_5k \\
         --noises instance:0.4 symmetric:0.6 --seeds 0 1 2 --output virtual_step.json
@@ -22,13 +22,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from clidmu_tf.cli.training_job import TrainingJob  # noqa: E402
+from clidmu_tf.cli.training_job import DEFAULTS, TrainingJob  # noqa: E402
 
 VIRTUAL_STEPS = ("full", "head")
 
 
 def run_one(dataset, noise, seed, virtual_step, epochs):
     config = {
+        "epochs": epochs,
         "dataset": dataset,
         "noise": noise,
         "seed": seed,
@@ -36,8 +37,6 @@ def run_one(dataset, noise, seed, virtual_step, epochs):
         "baseline": "none",
         "export_formats": [],
     }
-    if epochs is not None:
-        config["epochs"] = epochs
     with tempfile.TemporaryDirectory() as directory:
         job = TrainingJob(config, pathlib.Path(directory) / "run", verbose=0)
         status = job.run()
@@ -52,20 +51,20 @@ def run_one(dataset, noise, seed, virtual_step, epochs):
 
 def summary(results):
     lines = [
-        f"{'dataset':<10} {'noise':<14} {'step':<5} {'final accuracy':>16} "
+        f"{'dataset':<10} {'noise':<14} {'epochs':>6} {'step':<5} {'final accuracy':>16} "
         f"{'ensemble accuracy':>18} seeds"
     ]
     groups = {}
     for result in results:
-        key = (result["dataset"], result["noise"], result["virtual_step"])
+        key = (result["dataset"], result["noise"], result["epochs"], result["virtual_step"])
         groups.setdefault(key, []).append(result)
-    for (dataset, noise, step), runs in sorted(groups.items()):
+    for (dataset, noise, epochs, step), runs in sorted(groups.items()):
         final = 100 * np.array([run["test_accuracy"] for run in runs])
         ensemble = 100 * np.array([run["ensemble_test_accuracy"] for run in runs])
         # Sample standard deviation over the seeds, as elsewhere in BENCHMARKS.md.
         ddof = 1 if len(runs) > 1 else 0
         lines.append(
-            f"{dataset:<10} {noise:<14} {step:<5} {final.mean():>9.2f} ± "
+            f"{dataset:<10} {noise:<14} {epochs:>6} {step:<5} {final.mean():>9.2f} ± "
             f"{final.std(ddof=ddof):.2f} {ensemble.mean():>11.2f} ± "
             f"{ensemble.std(ddof=ddof):.2f} {len(runs)}"
         )
@@ -77,23 +76,24 @@ def main():
     parser.add_argument("--datasets", nargs="+", default=["digits"])
     parser.add_argument("--noises", nargs="+", default=["instance:0.4", "symmetric:0.6"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, help="default: the train command's")
+    parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"],
+                        help="default: the train command's")
     parser.add_argument("--output", required=True, help="JSON file of the results")
     args = parser.parse_args()
 
     output = pathlib.Path(args.output)
     results = json.loads(output.read_text()) if output.exists() else []
-    done = {(r["dataset"], r["noise"], r["seed"], r["virtual_step"]) for r in results}
+    done = {(r["dataset"], r["noise"], r["seed"], r["epochs"], r["virtual_step"]) for r in results}
     for dataset in args.datasets:
         for noise in args.noises:
             for seed in args.seeds:
                 for step in VIRTUAL_STEPS:
-                    if (dataset, noise, seed, step) in done:
+                    if (dataset, noise, seed, args.epochs, step) in done:
                         continue
                     accuracies = run_one(dataset, noise, seed, step, args.epochs)
                     results.append(
                         {"dataset": dataset, "noise": noise, "seed": seed,
-                         "virtual_step": step, **accuracies}
+                         "epochs": args.epochs, "virtual_step": step, **accuracies}
                     )  # fmt: skip
                     output.write_text(json.dumps(results, indent=2))
                     print(f"{dataset} {noise} seed {seed} {step}: {accuracies}", flush=True)

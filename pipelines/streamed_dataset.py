@@ -53,9 +53,8 @@ class StreamedDataset:
     Raises:
         ValueError: for an `image_shape` that is not `(height, width, 1 or 3)`, labels that
             are not class ids (`y_train_clean` too, one per training image), image and
-            label counts that differ, `class_names` that do
-            not name every class, `encoded` images that are not bytes, or `resized` with
-            `encoded`.
+            label counts that differ, `class_names` that do not name every class, `encoded`
+            images that are not bytes, or `resized` with `encoded`.
     """
 
     name: str

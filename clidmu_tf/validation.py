@@ -124,6 +124,33 @@ def check_class_ids(labels, name="y", *, num_classes=None, length=None):
     return array.astype(np.int32)
 
 
+def check_clean_labels(clean_labels, labels, num_classes):
+    """The one check of a dataset's true training labels (`y_train_clean`).
+
+    A dataset whose given labels are known to be noisy (CIFAR-N's human labels) carries
+    the original labels beside them, only to score label-issue detection and to report
+    the real noise rate. `InMemoryDataset` and `StreamedDataset` both check them here.
+
+    Args:
+        clean_labels: array-like `[N]` of class ids, or None when the given labels are
+            taken as true.
+        labels: the given training labels `[N]` (already checked).
+        num_classes: int; ids must lie in `[0, num_classes)`.
+
+    Returns:
+        An int32 NumPy array `[N]`, or None for None.
+
+    Raises:
+        ValueError: as `check_class_ids` raises, naming `y_train_clean`, for labels that
+            are not class ids in range or not one per given label.
+    """
+    if clean_labels is None:
+        return None
+    return check_class_ids(
+        clean_labels, "y_train_clean", num_classes=num_classes, length=len(labels)
+    )
+
+
 def check_class_names(class_names, num_classes):
     """Returns `class_names` as a tuple of str naming all `num_classes` classes, or None.
 

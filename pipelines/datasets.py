@@ -107,15 +107,17 @@ def load_dataset(
             `"worse_label"` (default), `"aggre_label"`, `"random_label1"` to `3`;
             CIFAR-100N: `"noisy_label"`).
         stream: bool. When True, a tfds dataset of fixed-size images (`mnist`, `cifar10`,
-            `"tfds:<name>"`, ...) keeps only its encoded images and labels in memory and is
-            decoded inside the `tf.data` streams, as `stream_image_folder` reads a folder;
-            its labels, splits and decoded images are those of `stream=False`. The offline
-            datasets, CIFAR-N and tfds datasets of other inputs are always held in memory.
+            `cifar10_n` / `cifar100_n` with or without `label_file`, `"tfds:<name>"`, ...)
+            keeps only its encoded images and labels in memory and is decoded inside the
+            `tf.data` streams, as `stream_image_folder` reads a folder; its labels (the
+            clean ones of CIFAR-N too), splits and decoded images are those of
+            `stream=False`. The offline datasets and tfds datasets of other inputs are
+            always held in memory.
 
     Returns:
         An `InMemoryDataset`, or with `stream` a `StreamedDataset` for a tfds image
         dataset. For CIFAR-N `y_train` holds the human labels and `y_train_clean` the
-        original ones.
+        original ones, either way.
 
     Raises:
         ValueError: for an unknown name (the message lists the known ones) or options
@@ -158,6 +160,7 @@ def load_dataset(
             human_label=human_label,
             augmentation=entry.augmentation,
             class_map=entry.class_map,
+            stream=stream,
         )
     if entry.source == "tfds":
         return tfds_datasets.load_tfds(

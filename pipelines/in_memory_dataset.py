@@ -10,6 +10,7 @@ from clidmu_tf.pipelines.noise import corrupt_labels
 from clidmu_tf.validation import (
     check_class_ids,
     check_class_names,
+    check_clean_labels,
     check_finite_inputs,
     invalid_value,
 )
@@ -81,12 +82,11 @@ class InMemoryDataset:
                 "`x_train` and `x_test` must hold samples of the same shape. Received: "
                 f"{self.x_train.shape[1:]} and {self.x_test.shape[1:]}"
             )
-        if self.y_train_clean is not None:
-            clean = check_class_ids(
-                self.y_train_clean, "y_train_clean", num_classes=self.num_classes
-            )
-            _check_same_length("y_train", self.y_train, "y_train_clean", clean)
-            object.__setattr__(self, "y_train_clean", clean)
+        object.__setattr__(
+            self,
+            "y_train_clean",
+            check_clean_labels(self.y_train_clean, self.y_train, self.num_classes),
+        )
         object.__setattr__(
             self, "class_names", check_class_names(self.class_names, self.num_classes)
         )

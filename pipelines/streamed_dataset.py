@@ -7,7 +7,12 @@ import tensorflow as tf
 
 from clidmu_tf.pipelines.augmentation import Augmentation
 from clidmu_tf.pipelines.noise import corrupt_labels
-from clidmu_tf.validation import check_class_ids, check_class_names, invalid_value
+from clidmu_tf.validation import (
+    check_class_ids,
+    check_class_names,
+    check_clean_labels,
+    invalid_value,
+)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -27,7 +32,8 @@ class StreamedDataset:
         name: str.
         train_files: array `[N]`, the training images: str paths, or with `encoded` the
             PNG / JPEG bytes (object array of bytes).
-        y_train: int32 array `[N]`, their labels.
+        y_train: int32 array `[N]`, their labels as the source gives them (the human
+            labels for CIFAR-N).
         test_files: array `[M]`, the evaluation images, as `train_files`.
         y_test: int32 array `[M]`, their (clean) labels.
         num_classes: int.
@@ -38,15 +44,17 @@ class StreamedDataset:
         class_names: tuple of str, or None.
         augmentation: the default augmentation recipe (see `Augmentation.RECIPES`).
         class_map: the `corrupt_labels` asymmetric map for this data, or None.
-        y_train_clean: always None: the labels are taken as given.
+        y_train_clean: int32 array `[N]`, the true training labels where `y_train` is known
+            to be noisy (CIFAR-N), else None (`y_train` is then taken as clean). Only read
+            to score label-issue detection and report the real noise rate.
         encoded: bool, whether `train_files` / `test_files` hold encoded image bytes rather
             than paths.
 
     Raises:
         ValueError: for an `image_shape` that is not `(height, width, 1 or 3)`, labels that
-            are not class ids, image and label counts that differ, `class_names` that do
-            not name every class, `encoded` images that are not bytes, or `resized` with
-            `encoded`.
+            are not class ids (`y_train_clean` too, one per training image), image and
+            label counts that differ, `class_names` that do not name every class, `encoded`
+            images that are not bytes, or `resized` with `encoded`.
     """
 
     name: str
@@ -60,7 +68,7 @@ class StreamedDataset:
     class_names: tuple | None = None
     augmentation: str = "none"
     class_map: str | dict | None = None
-    y_train_clean: None = None
+    y_train_clean: np.ndarray | None = None
     encoded: bool = False
 
     def __post_init__(self):
@@ -87,6 +95,11 @@ class StreamedDataset:
                 )
             object.__setattr__(self, f"{split}_files", files)
             object.__setattr__(self, f"y_{split}", labels)
+        object.__setattr__(
+            self,
+            "y_train_clean",
+            check_clean_labels(self.y_train_clean, self.y_train, self.num_classes),
+        )
         object.__setattr__(self, "image_shape", tuple(int(side) for side in self.image_shape))
         object.__setattr__(
             self, "class_names", check_class_names(self.class_names, self.num_classes)
@@ -103,10 +116,11 @@ class StreamedDataset:
 
     @property
     def clean_train_labels(self):
-        return self.y_train
+        """The true training labels: `y_train_clean` when known, else `y_train`."""
+        return self.y_train if self.y_train_clean is None else self.y_train_clean
 
     def corrupt_train_labels(self, *, kind, rate, seed, transition=None, class_map=None):
-        """Injects label noise into the training labels (see `corrupt_labels`).
+        """Injects label noise into the true training labels (see `corrupt_labels`).
 
         Instance-dependent noise reads every training image once, in chunks; only the
         labels are kept. The result equals `InMemoryDataset.corrupt_train_labels` on the
@@ -118,7 +132,7 @@ class StreamedDataset:
         if kind == "asymmetric":
             class_map = class_map or self.class_map
         return corrupt_labels(
-            self.y_train,
+            self.clean_train_labels,
             kind=kind,
             rate=rate,
             num_classes=self.num_classes,

@@ -45,8 +45,6 @@ def load_tfds(
     `stream`, are read whole into an `InMemoryDataset`. Both give the same labels, splits
     and decoded pixels.
     """
-    import tensorflow_datasets as tfds
-
     builder = prepared_builder(tfds_name, data_dir)
     image_key, label_key = builder.info.supervised_keys or ("image", "label")
     splits = builder.info.splits
@@ -56,8 +54,7 @@ def load_tfds(
         )
     features = builder.info.features
     image_feature = features[image_key] if image_key in features.keys() else None
-    stream = stream and _streamable(image_feature)
-    decoders = {image_key: tfds.decode.SkipDecoding()} if stream else None
+    decoders = _stream_decoders(image_key, image_feature, stream)
     keys = (image_key, label_key)
     train = _read_split(builder, "train", keys, decoders=decoders)
     if "test" in splits:
@@ -71,32 +68,34 @@ def load_tfds(
         x_train, y_train = train[image_key][kept], train[label_key][kept]
         x_test, y_test = train[image_key][held_out], train[label_key][held_out]
     label_feature = features[label_key]
-    common = {
-        "name": tfds_name,
-        "y_train": y_train,
-        "y_test": y_test,
-        "num_classes": label_feature.num_classes,
-        "class_names": getattr(label_feature, "names", None),
-        "augmentation": augmentation,
-        "class_map": class_map,
-    }
-    if stream:
-        # Imported here: it loads TensorFlow, which the command line loads only once the
-        # arguments are checked.
-        from clidmu_tf.pipelines.streamed_dataset import StreamedDataset
-
-        return StreamedDataset(
-            train_files=x_train,
-            test_files=x_test,
-            image_shape=image_feature.shape,
-            encoded=True,
-            **common,
-        )
-    return InMemoryDataset(x_train=x_train, x_test=x_test, **common)
+    return _dataset(
+        x_train,
+        x_test,
+        image_shape=image_feature.shape if decoders else None,
+        name=tfds_name,
+        y_train=y_train,
+        y_test=y_test,
+        num_classes=label_feature.num_classes,
+        class_names=getattr(label_feature, "names", None),
+        augmentation=augmentation,
+        class_map=class_map,
+    )
 
 
-def load_cifar_n(name, *, data_dir, label_file, human_label, augmentation, class_map):
-    """CIFAR-10N / CIFAR-100N: CIFAR images with human noisy labels and the clean ones."""
+def load_cifar_n(
+    name, *, data_dir, label_file, human_label, augmentation, class_map, stream=False
+):
+    """CIFAR-10N / CIFAR-100N: CIFAR images with human noisy labels and the clean ones.
+
+    The images come from the prepared tfds `cifar10_n` / `cifar100_n`, or, with
+    `label_file`, from tfds `cifar10` / `cifar100`, the file's labels aligned through each
+    image's original position.
+
+    With `stream`, only the encoded images and the labels are held (a `StreamedDataset`,
+    decoded in the `tf.data` pipeline), else everything is read into an `InMemoryDataset`.
+    Both hold the human labels as `y_train` and the original ones as `y_train_clean`, and
+    give the same labels, test split and decoded pixels.
+    """
     human_label = human_label or CIFAR_N_LABELS[name][0]
     if label_file is None:
         if human_label not in CIFAR_N_LABELS[name]:
@@ -105,8 +104,9 @@ def load_cifar_n(name, *, data_dir, label_file, human_label, augmentation, class
                 f"{list(CIFAR_N_LABELS[name])}. Received: human_label={human_label!r}"
             )
         builder = prepared_builder(name, data_dir)
+        decoders = _stream_decoders("image", builder.info.features["image"], stream)
         feature = _TFDS_FEATURE.get(human_label, human_label)
-        train = _read_split(builder, "train", ("image", "label", feature))
+        train = _read_split(builder, "train", ("image", "label", feature), decoders=decoders)
         noisy, clean, images = train[feature], train["label"], train["image"]
     else:
         file_labels = read_human_labels(label_file)
@@ -117,18 +117,20 @@ def load_cifar_n(name, *, data_dir, label_file, human_label, augmentation, class
                 f"{sorted(key for key in file_labels if key not in _CLEAN_KEYS)}"
             )
         builder = prepared_builder(_CIFAR_IMAGES[name], data_dir, for_cifar_n=name)
-        train = _read_split(builder, "train", ("id", "image", "label"))
+        decoders = _stream_decoders("image", builder.info.features["image"], stream)
+        train = _read_split(builder, "train", ("id", "image", "label"), decoders=decoders)
         positions = original_positions(train["id"])
         noisy = align_by_position(file_labels, human_label, positions, label_file)
         clean, images = train["label"], train["image"]
         _check_clean_labels(file_labels, positions, clean, label_file)
-    test = _read_split(builder, "test", ("image", "label"))
+    test = _read_split(builder, "test", ("image", "label"), decoders=decoders)
     label_feature = builder.info.features["label"]
-    return InMemoryDataset(
+    return _dataset(
+        images,
+        test["image"],
+        image_shape=builder.info.features["image"].shape if decoders else None,
         name=name,
-        x_train=images,
         y_train=noisy,
-        x_test=test["image"],
         y_test=test["label"],
         num_classes=label_feature.num_classes,
         class_names=label_feature.names,
@@ -246,6 +248,30 @@ def prepared_builder(tfds_name, data_dir, *, for_cifar_n=None):
         f"The tfds dataset {tfds_name!r}{needed_by} is not prepared in {where} (looked in "
         f"{builder.data_dir}). clidmu_tf never downloads. {how}"
     )
+
+
+def _dataset(x_train, x_test, *, image_shape, **fields):
+    """A `StreamedDataset` of the encoded images `x_train` / `x_test` when `image_shape`
+    (their decoded shape) is given, else an `InMemoryDataset` of the decoded ones."""
+    if image_shape is None:
+        return InMemoryDataset(x_train=x_train, x_test=x_test, **fields)
+    # Imported here: it loads TensorFlow, which the command line loads only once the
+    # arguments are checked.
+    from clidmu_tf.pipelines.streamed_dataset import StreamedDataset
+
+    return StreamedDataset(
+        train_files=x_train, test_files=x_test, image_shape=image_shape, encoded=True, **fields
+    )
+
+
+def _stream_decoders(image_key, image_feature, stream):
+    """The tfds decoders that leave the `image_key` images encoded, for `stream` and images
+    `decode_images` decodes as tfds does; else None (tfds decodes everything)."""
+    import tensorflow_datasets as tfds
+
+    if not (stream and _streamable(image_feature)):
+        return None
+    return {image_key: tfds.decode.SkipDecoding()}
 
 
 def _streamable(image_feature):

@@ -1,5 +1,6 @@
 """`clidmu-tf train` on an image folder reads it from disk (streamed), end to end, never
-more than a batch of images at a time, and `inspect` reads the run back."""
+more than a batch of images at a time, and `inspect` reads the run back; a streamed CIFAR-N
+keeps its clean labels to score the human ones."""
 
 import csv
 import io
@@ -10,7 +11,10 @@ from PIL import Image
 from clidmu_tf.cli.run_directory import RunDirectory
 from clidmu_tf.pipelines import streamed_dataset
 from clidmu_tf.cli.run_report import RunReport
+from clidmu_tf.pipelines import load_dataset
 from tests.test_cli import run_cli
+# The small tfds cifar10 and cifar10_n built there, as a fixture.
+from tests.test_pipelines_datasets import tfds_dir  # noqa: F401
 
 
 def test_train_streams_a_folder_and_inspect_reads_it_back(tmp_path, capsys, monkeypatch):
@@ -65,3 +69,33 @@ def test_train_streams_a_folder_and_inspect_reads_it_back(tmp_path, capsys, monk
     np.testing.assert_allclose(
         [float(row["weight"]) for row in rows], labels["weights"][least_trusted], rtol=1e-4
     )
+
+
+def test_train_streams_cifar_n_and_scores_the_human_labels_with_the_clean_ones(
+    tfds_dir, tmp_path, capsys
+):
+    memory = load_dataset("cifar10_n", data_dir=tfds_dir)
+    out = tmp_path / "run"
+    status, _, err = run_cli(
+        capsys, "train", "--out", str(out), "--dataset", "cifar10_n", "--data-dir",
+        str(tfds_dir), "--noise", "none", "--backbone", "mlp", "--epochs", "1",
+        "--batch-size", "16", "--meta-size", "10", "--top-k", "1", "--baseline", "none",
+        "--export-formats", "none", "--verbose", "0",
+    )  # fmt: skip
+    assert status == 0, err
+    report = RunReport.load(out)
+    assert report["status"] == "completed" and report["data"]["streamed"] is True
+    # The run trained on the human labels and kept the original ones beside them ...
+    labels = RunDirectory(out).training_labels()
+    np.testing.assert_array_equal(labels["given"], memory.y_train[labels["indices"]])
+    np.testing.assert_array_equal(labels["true"], memory.y_train_clean[labels["indices"]])
+    # ... to report the real noise rate and score the label-issue ranking.
+    flipped = labels["given"] != labels["true"]
+    assert report["noise"]["kind"] == "observed"
+    assert report["label_issues"]["num_flipped"] == np.sum(flipped) > 0
+    assert 0.0 <= report["label_issues"]["roc_auc"] <= 1.0
+    status, csv_text, err = run_cli(capsys, "inspect", str(out), "--all")
+    assert status == 0, err
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    assert len(rows) == len(labels["indices"])
+    assert sum(row["label_is_wrong"] == "True" for row in rows) == np.sum(flipped)

@@ -31,7 +31,8 @@ def clean_label(position):
 
 
 def worse_label(position):
-    return (position * 3 + 1) % 10
+    """The human label: wrong for every third image, so some labels are right."""
+    return (clean_label(position) + (position % 3 == 0)) % 10
 
 
 def image_of(position):
@@ -332,14 +333,92 @@ def test_a_streamed_tfds_dataset_is_the_one_loaded_in_memory(
     )
 
 
-def test_the_command_line_streams_tfds_images_and_holds_the_rest(tfds_dir, no_network):
+def test_the_command_line_streams_tfds_images_and_holds_the_rest(
+    tfds_dir, cifar_n_label_file, no_network
+):
     assert isinstance(load_source_dataset("cifar10", data_dir=str(tfds_dir)), StreamedDataset)
     assert isinstance(
         load_source_dataset("cifar10", data_dir=str(tfds_dir), stream=False), InMemoryDataset
     )
-    # Offline sets and CIFAR-N (which carries the clean labels) stay in memory.
+    # CIFAR-N, in both its forms, streams with its clean labels; offline sets stay in memory.
+    for options in ({}, {"label_file": str(cifar_n_label_file)}):
+        data = load_source_dataset("cifar10_n", data_dir=str(tfds_dir), **options)
+        assert isinstance(data, StreamedDataset) and data.y_train_clean is not None, options
+        data = load_source_dataset("cifar10_n", data_dir=str(tfds_dir), stream=False, **options)
+        assert isinstance(data, InMemoryDataset), options
     assert isinstance(load_source_dataset("digits"), InMemoryDataset)
-    assert isinstance(load_source_dataset("cifar10_n", data_dir=str(tfds_dir)), InMemoryDataset)
+
+
+@pytest.fixture(scope="module")
+def cifar_n_label_file(tmp_path_factory):
+    return write_label_file(tmp_path_factory.mktemp("cifar_n") / "CIFAR-10_human.npz")
+
+
+@pytest.mark.parametrize("form", ["tfds cifar10_n", "cifar10 + label file"])
+def test_a_streamed_cifar_n_is_the_one_loaded_in_memory(
+    form, tfds_dir, cifar_n_label_file, no_network
+):
+    options = {"data_dir": tfds_dir}
+    if form == "cifar10 + label file":
+        options["label_file"] = cifar_n_label_file
+    memory = load_dataset("cifar10_n", **options)
+    streamed = load_dataset("cifar10_n", stream=True, **options)
+    assert isinstance(memory, InMemoryDataset) and isinstance(streamed, StreamedDataset)
+    # Only the encoded images and the labels are held: no array of decoded pixels.
+    assert streamed.encoded and all(image[:4] == b"\x89PNG" for image in streamed.train_files)
+    for field in dataclasses.fields(streamed):
+        value = getattr(streamed, field.name)
+        assert not (isinstance(value, np.ndarray) and value.ndim > 1), field.name
+    for attribute in ("input_shape", "num_classes", "class_names", "augmentation", "class_map"):
+        assert getattr(streamed, attribute) == getattr(memory, attribute), attribute
+    # The human labels train, the original ones stay beside them, aligned with the images.
+    positions = position_of(memory.x_train)
+    np.testing.assert_array_equal(streamed.y_train, worse_label(positions))
+    np.testing.assert_array_equal(streamed.y_train_clean, clean_label(positions))
+    for labels in ("y_train", "y_train_clean", "clean_train_labels", "y_test"):
+        np.testing.assert_array_equal(
+            getattr(streamed, labels), getattr(memory, labels), err_msg=labels
+        )
+    np.testing.assert_array_equal(streamed.pixels(), memory.x_train)
+    np.testing.assert_array_equal(streamed.pixels(split="test"), memory.x_test)
+    # The clean labels score the human ones (the noise report) and feed the clean-meta
+    # baselines, the same both ways.
+    settings = {"meta_size": 10, "batch_size": 16, "seed": 3, "meta_objective": "ce_clean"}
+    expected = make_training_data(memory, **settings)
+    got = make_training_data(streamed, **settings)
+    assert got.noise_report.kind == "observed" and got.noise_report.num_flipped > 0
+    assert got.noise_report.to_dict() == expected.noise_report.to_dict()
+    for field in ("train_indices", "meta_indices", "train_noisy_labels", "train_clean_labels",
+                  "meta_labels", "meta_inputs"):  # fmt: skip
+        np.testing.assert_array_equal(getattr(got, field), getattr(expected, field), err_msg=field)
+    # Noise injected on top of CIFAR-N corrupts the original labels, both ways.
+    injected = {"kind": "symmetric", "rate": 0.4, "seed": 1}
+    noisy, report = streamed.corrupt_train_labels(**injected)
+    expected_noisy, expected_report = memory.corrupt_train_labels(**injected)
+    np.testing.assert_array_equal(noisy, expected_noisy)
+    assert report.to_dict() == expected_report.to_dict()
+    assert report.num_flipped == np.sum(noisy != memory.y_train_clean) > 0
+
+
+def test_both_datasets_check_the_clean_labels_alike():
+    images = [b"x"] * 4
+    common = {"name": "x", "y_train": [0, 1, 0, 1], "y_test": [0, 1], "num_classes": 2}
+    streamed = {"train_files": images, "test_files": images[:2], "image_shape": (2, 2, 1),
+                "encoded": True, **common}  # fmt: skip
+    memory = {"x_train": np.zeros((4, 2)), "x_test": np.zeros((2, 2)), **common}
+    for bad, message in (
+        ([0, 1, 0], r"`y_train_clean`: .* one per input \(N=4\)"),
+        ([0, 1, 0, 2], r"`y_train_clean`, expected class ids in \[0, 2\)"),
+        ([[1, 0], [0, 1], [1, 0], [0, 1]], r"`y_train_clean`: .*one-hot"),
+    ):
+        for dataset, fields in ((StreamedDataset, streamed), (InMemoryDataset, memory)):
+            with pytest.raises(ValueError, match=message):
+                dataset(y_train_clean=bad, **fields)
+    for dataset, fields in ((StreamedDataset, streamed), (InMemoryDataset, memory)):
+        data = dataset(y_train_clean=[1, 1, 0, 0], **fields)
+        assert data.y_train_clean.dtype == np.int32
+        np.testing.assert_array_equal(data.clean_train_labels, [1, 1, 0, 0])
+        np.testing.assert_array_equal(dataset(**fields).clean_train_labels, [0, 1, 0, 1])
 
 
 def test_encoded_images_must_be_bytes_and_are_not_resized():

@@ -64,9 +64,9 @@ def load_source_dataset(dataset, *, data_dir=None, image_size=None, label_file=N
         data_dir: the tfds data directory, or None for tfds's default.
         image_size: `(height, width)` to resize folder images to, or None.
         label_file: the CIFAR-N label file for `cifar10_n` / `cifar100_n`, or None.
-        stream: whether a folder or a tfds image dataset is decoded as it is used
-            (`stream_image_folder`, `load_dataset(stream=True)`) rather than loaded whole;
-            both give the same data.
+        stream: whether a folder or a tfds image dataset (CIFAR-N included) is decoded as
+            it is used (`stream_image_folder`, `load_dataset(stream=True)`) rather than
+            loaded whole; both give the same data.
 
     Sources without a test split get the pipelines' default held-out split (seed 0), the same
     whatever the training seed, so that runs with different seeds are scored on one test set.

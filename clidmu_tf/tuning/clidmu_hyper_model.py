@@ -381,9 +381,18 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
         """The `fit` stream of the model's data contract from a dataset of `(x, y)` batches."""
         if self.meta_objective == "none":
             return train.prefetch(tf.data.AUTOTUNE)
-        x_meta, y_meta, batch_size = self._draw_meta_set(train, values["meta_size"])
         if self.unlabeled_inputs is not None:
+            # The meta set comes from the unlabelled inputs: no pass over the training data
+            # (decoded from disk, perhaps), only its first batch, for the batch size.
             x_meta, y_meta = self._unlabeled_meta_set(values), None
+            first = next(iter(train), None)
+            if first is None:
+                raise keras_tuner.errors.FatalValueError(
+                    "Received an empty tf.data.Dataset as training data."
+                )
+            batch_size = len(first[0])
+        else:
+            x_meta, y_meta, batch_size = self._draw_meta_set(train, values["meta_size"])
         meta = self._meta_stream(x_meta, y_meta, batch_size)
         return tf.data.Dataset.zip((train, meta)).prefetch(tf.data.AUTOTUNE)
 

@@ -494,7 +494,7 @@ def input_stream(dataset, indices, *, batch_size, split="train", labels=None, sh
     >>> data = load_dataset("digits")
     >>> stream = input_stream(data, np.arange(len(data.y_test)), batch_size=100, split="test")
     >>> [tuple(batch.shape) for batch in stream][-1]
-    (60, 8, 8, 1)
+    (59, 8, 8, 1)
     """
     batch_size = check_positive_int("batch_size", batch_size)
     split = check_choice("split", split, ("train", "test"))

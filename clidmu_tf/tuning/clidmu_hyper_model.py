@@ -287,7 +287,9 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
             x: training inputs, an array of shape `[N, *input_shape]`; or a finite
                 `tf.data.Dataset` of `(x, y)` batches (`[B, *input_shape]` inputs, `[B]`
                 integer labels), whose batches are used as they come: its batch size is the
-                trial's, and the meta set is drawn from one pass over it.
+                trial's, and the meta set is drawn from one pass over it (without
+                `unlabeled_inputs`; with them, only its first batch is read before
+                training, for the batch size).
             y: noisy integer training labels, shape `[N]`, with arrays; None with a dataset.
             validation_data: `(x_val, y_val)`, `(x_val, None)` or `x_val` alone, as arrays or
                 as a `tf.data.Dataset` of such batches: scored after each epoch as `val_clid`

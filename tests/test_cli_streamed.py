@@ -138,7 +138,9 @@ def test_export_and_evaluate_decode_a_batch_at_a_time_and_agree_with_memory(
     # The same folder loaded into memory gives the same results, to the last digit.
     load = data_sources.load_source_dataset
     monkeypatch.setattr(
-        data_sources, "load_source_dataset", lambda *args, **kwargs: load(*args, **kwargs, stream=False)
+        data_sources,
+        "load_source_dataset",
+        lambda *args, **kwargs: load(*args, **kwargs, stream=False),
     )
     for model, expected in zip(models, streamed):
         status, out, err = run_cli(capsys, "evaluate", *model, "--batch-size", "5")

@@ -111,8 +111,8 @@ class LoadedClassifier:
         Args:
             x: float inputs `[N, *input_shape]`, as an array or as a finite `tf.data.Dataset`
                 of input batches (or of `(inputs, ...)` tuples), such as
-                `clidmu_tf.pipelines.streams.input_stream` of a split read from disk: a dataset is
-                read once, a batch at a time, and never held whole.
+                `clidmu_tf.pipelines.streams.input_stream` of a split read from disk: a
+                dataset is read once, a batch at a time, and never held whole.
             batch_size: positive int, the size of an array's batches (a dataset's batches
                 are used as they come).
 

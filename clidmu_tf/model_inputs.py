@@ -84,7 +84,9 @@ def input_batches(inputs, batch_size, model):
     Args:
         inputs: what `check_model_inputs` returned.
         batch_size: positive int, the batch size of an array's slices.
-        model: the Keras model the batches are for.
+        model: the Keras model the batches are for; or None for a model of one input
+            that is not a Keras model (ONNX, SavedModel), whose dataset elements are input
+            batches or `(inputs, ...)` tuples.
     """
     if isinstance(inputs, tf.data.Dataset):
         for element in inputs:
@@ -133,9 +135,10 @@ def _inputs_of(element, model):
     An element that has the structure of the model's inputs (a dict, or a tuple for a
     tuple-input model) is the input batch; any other tuple is read as `(inputs, ...)`.
     """
-    try:
-        tf.nest.assert_same_structure(element, model.input, check_types=False)
-        return element
-    except (ValueError, TypeError, AttributeError):
-        pass
+    if model is not None:
+        try:
+            tf.nest.assert_same_structure(element, model.input, check_types=False)
+            return element
+        except (ValueError, TypeError, AttributeError):
+            pass
     return element[0] if isinstance(element, (tuple, list)) else element

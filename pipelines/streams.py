@@ -459,42 +459,65 @@ def apply_label_noise(
     return positioned.map(lambda position, element: relabel(position, element)), report
 
 
-def input_stream(dataset, indices, *, batch_size):
-    """The inputs of some training samples as a finite stream, for passes that score them.
+def input_stream(dataset, indices, *, batch_size, split="train", labels=None, shuffle_seed=None):
+    """Some samples of a dataset as a finite stream, read a few batches at a time.
 
     The samples are read as the training stream reads them (gathered from memory, or
-    decoded from disk for a `StreamedDataset`) and scaled the same way, but un-augmented,
-    in the order of `indices`, and without labels: a pass over the stream never holds more
-    than a few batches.
+    decoded from disk for a `StreamedDataset`) and scaled the same way, but un-augmented:
+    a pass over the stream never holds more than a few batches. Without `labels` it yields
+    input batches, for passes that score the samples (evaluation, the training dynamics,
+    the label-issue ranking); with `labels` it yields `(x, y)` batches, for training on
+    them (`clidmu-tf tune` on a streamed dataset).
 
     Args:
         dataset: an `InMemoryDataset` or a `StreamedDataset`.
-        indices: int array `[n]`, positions in its training split.
+        indices: int array `[n]`, positions in its `split`.
         batch_size: positive int.
+        split: `"train"` or `"test"`, the split `indices` point into.
+        labels: None, or int array `[N]`: one label per sample of the split (for example
+            the noisy training labels); the stream then pairs each input with its label.
+        shuffle_seed: None, to read the samples in the order of `indices`; or an int, to
+            shuffle them (the indices, not the images: the shuffle buffer stays small),
+            reshuffled at every pass, reproducibly from the seed.
 
     Returns:
-        A `tf.data.Dataset` of float32 batches `[b, *input_shape]`, `ceil(n / batch_size)` of
-        them, prefetched.
+        A `tf.data.Dataset` of float32 batches `[b, *input_shape]` (or of `(x, y)` with
+        int32 labels `[b]`), `ceil(n / batch_size)` of them, prefetched.
 
     Raises:
-        ValueError: for a non-positive `batch_size`, or `indices` that are not integer
-            positions in `[0, N)` of the training split's N samples.
+        ValueError: for a non-positive `batch_size`, a `split` other than `"train"` or
+            `"test"`, `indices` that are not integer positions in `[0, N)` of the split's N
+            samples, or `labels` that are not N class ids.
+
+    Example:
+
+    >>> data = load_dataset("digits")
+    >>> stream = input_stream(data, np.arange(len(data.y_test)), batch_size=100, split="test")
+    >>> [tuple(batch.shape) for batch in stream][-1]
+    (59, 8, 8, 1)
     """
     batch_size = check_positive_int("batch_size", batch_size)
+    split = check_choice("split", split, ("train", "test"))
     positions = np.asarray(indices)
-    size = len(dataset.y_train)
+    size = len(getattr(dataset, f"y_{split}"))
     if positions.ndim != 1 or not (
         positions.size == 0 or np.issubdtype(positions.dtype, np.integer)
     ) or (positions.size and (positions.min() < 0 or positions.max() >= size)):
         raise invalid_value(
-            "indices", f"a 1-D array of integer positions in [0, {size})", indices
+            "indices", f"a 1-D array of integer positions in [0, {size}) of the {split} split",
+            indices,
+        )
+    if labels is not None:
+        labels = tf.constant(
+            check_class_ids(labels, "labels", num_classes=dataset.num_classes, length=size)
         )
     if isinstance(dataset, StreamedDataset):
-        read = dataset.pixel_reader("train")
+        read = dataset.pixel_reader(split)
     else:
-        read = _gatherer(dataset.x_train)
+        read = _gatherer(getattr(dataset, f"x_{split}"))
     return _batches(
-        read, None, indices, batch_size=batch_size, scale=dataset.pixel_scale
+        read, labels, positions, batch_size=batch_size, scale=dataset.pixel_scale,
+        shuffle_seed=shuffle_seed,
     ).prefetch(tf.data.AUTOTUNE)
 
 

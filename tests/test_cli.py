@@ -456,6 +456,22 @@ def test_tune_runs_a_search_and_writes_a_summary(tmp_path, capsys):
     assert "val_clean_accuracy" in stdout
 
 
+
+def test_tune_batch_size_fixes_the_batch_size_the_search_would_choose(tmp_path, capsys):
+    out = tmp_path / "search"
+    status, _, err = run_cli(
+        capsys, "tune", "--out", str(out), "--limit-train", "150", "--max-trials", "1",
+        "--epochs", "1", "--verbose", "0", "--batch-size", "24",
+    )  # fmt: skip
+    assert status == 0, err
+    with open(out / "summary.json") as handle:
+        (trial,) = json.load(handle)["trials"]
+    assert trial["hyperparameters"]["batch_size"] == 24
+    # Resuming the search with another batch size would rank two settings together.
+    status, _, err = run_cli(capsys, "tune", "--out", str(out), "--limit-train", "150",
+                             "--max-trials", "1", "--epochs", "1", "--verbose", "0")
+    assert status == cli_utils.EXIT_USAGE and "--batch-size 24 then, None now" in err
+
 MIRRORED_ON_TWO_CPUS = """
 import sys
 import tensorflow as tf

@@ -1,43 +1,72 @@
-"""`clidmu-tf train` on an image folder reads it from disk (streamed), end to end, never
-more than a batch of images at a time, and `inspect` reads the run back; a streamed CIFAR-N
-keeps its clean labels to score the human ones."""
+"""The commands on an image folder read it from disk (streamed), end to end, never more
+than a batch of images at a time: `train`, and `inspect` reading the run back; `evaluate`,
+which gives what it gives on the folder loaded into memory; `export`, which decodes only the
+images it verifies on; `tune`. A streamed CIFAR-N keeps its clean labels to score the human
+ones."""
 
 import csv
 import io
+import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from clidmu_tf.cli import data_sources, training_job
+from clidmu_tf.cli.main import main
 from clidmu_tf.cli.run_directory import RunDirectory
-from clidmu_tf.pipelines import streamed_dataset
+from clidmu_tf.pipelines import StreamedDataset, streamed_dataset
 from clidmu_tf.cli.run_report import RunReport
 from clidmu_tf.pipelines import load_dataset
+from clidmu_tf.tuning import clidmu_hyper_model
 from tests.test_cli import run_cli
 # The small tfds cifar10 and cifar10_n built there, as a fixture.
 from tests.test_pipelines_datasets import tfds_dir  # noqa: F401
 
 
-def test_train_streams_a_folder_and_inspect_reads_it_back(tmp_path, capsys, monkeypatch):
+def write_folder(folder):
+    """Three classes of 20 RGB images, 12x12, told apart by one faded channel."""
     rng = np.random.default_rng(0)
-    folder = tmp_path / "shapes"
     for label in range(3):
         (folder / f"class_{label}").mkdir(parents=True)
         for index in range(20):
             pixels = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
             pixels[..., label] //= 3
             Image.fromarray(pixels).save(folder / f"class_{label}" / f"{index:02d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A folder of 60 images: 48 to train, 12 to test."""
+    return write_folder(tmp_path_factory.mktemp("streamed") / "shapes")
+
+
+@pytest.fixture
+def decoded(monkeypatch):
+    """The sizes of the batches of images decoded from disk, in order; and a whole split
+    decoded at once (`pixels()` without indices) fails the test."""
+    sizes = []
+    read_images, pixels = streamed_dataset.read_images, StreamedDataset.pixels
+
+    def counted_read_images(files, image_shape, *, resize):
+        sizes.append(len(files))
+        return read_images(files, image_shape, resize=resize)
+
+    def split_refusing_pixels(self, indices=None, *, split="train"):
+        assert indices is not None, f"the whole {split} split was decoded at once"
+        return pixels(self, indices, split=split)
+
+    monkeypatch.setattr(streamed_dataset, "read_images", counted_read_images)
+    monkeypatch.setattr(StreamedDataset, "pixels", split_refusing_pixels)
+    return sizes
+
+
+def test_train_streams_a_folder_and_inspect_reads_it_back(folder, tmp_path, capsys, decoded):
     # A folder streamed under a memory ceiling: every stage (the instance noise, training,
     # the snapshots, the training dynamics, the evaluation, the label-issue ranking, the
     # export's check, inspect) decodes at most a batch of images at a time, never the 48
     # training images whole, so memory does not grow with the folder.
-    decoded = []
-
-    def read_images(files, image_shape, *, resize):
-        decoded.append(len(files))
-        return original_read_images(files, image_shape, resize=resize)
-
-    original_read_images = streamed_dataset.read_images
-    monkeypatch.setattr(streamed_dataset, "read_images", read_images)
     out = tmp_path / "run"
     status, _, err = run_cli(
         capsys, "train", "--out", str(out), "--dataset", str(folder), "--image-size", "8x8",
@@ -99,3 +128,85 @@ def test_train_streams_cifar_n_and_scores_the_human_labels_with_the_clean_ones(
     rows = list(csv.DictReader(io.StringIO(csv_text)))
     assert len(rows) == len(labels["indices"])
     assert sum(row["label_is_wrong"] == "True" for row in rows) == np.sum(flipped)
+
+
+@pytest.fixture(scope="module")
+def folder_run(folder):
+    """A one-epoch run on `folder`, not exported."""
+    out = folder.parent / "run"
+    status = main([
+        "train", "--out", str(out), "--dataset", str(folder), "--image-size", "8x8",
+        "--backbone", "mlp", "--epochs", "1", "--batch-size", "16", "--top-k", "1",
+        "--baseline", "none", "--export-formats", "none", "--verbose", "0",
+    ])  # fmt: skip
+    assert status == 0
+    return out
+
+
+def test_export_and_evaluate_decode_a_batch_at_a_time_and_agree_with_memory(
+    folder, folder_run, tmp_path, capsys, monkeypatch, decoded
+):
+    run = folder_run
+    # Export decodes the images it verifies on, and no other.
+    monkeypatch.setattr(training_job, "VERIFICATION_SAMPLES", 5)
+    status, _, err = run_cli(capsys, "export", str(run), "--out", str(tmp_path / "export"))
+    assert status == 0, err
+    assert decoded == [5]
+    # Evaluate scores the 12 test images in batches of 5, with each kind of model.
+    # A run reads its own dataset; an export is pointed at the folder.
+    folder_data = ["--dataset", str(folder), "--image-size", "8x8"]
+    models = [
+        [str(run)],
+        [str(tmp_path / "export"), *folder_data],
+        [str(tmp_path / "export" / "saved_model"), *folder_data],
+    ]
+    streamed = []
+    for model in models:
+        decoded.clear()
+        status, out, err = run_cli(capsys, "evaluate", *model, "--batch-size", "5")
+        assert status == 0, err
+        assert sorted(decoded) == [2, 5, 5], model  # read in parallel, in any order
+        streamed.append(json.loads(out))
+    assert streamed[0]["num_samples"] == 12
+    assert streamed[1]["accuracy"] == pytest.approx(streamed[0]["accuracy"])
+    # The same folder loaded into memory gives the same results, to the last digit.
+    load = data_sources.load_source_dataset
+    monkeypatch.setattr(
+        data_sources,
+        "load_source_dataset",
+        lambda *args, **kwargs: load(*args, **kwargs, stream=False),
+    )
+    for model, expected in zip(models, streamed):
+        status, out, err = run_cli(capsys, "evaluate", *model, "--batch-size", "5")
+        assert status == 0, err
+        assert json.loads(out) == expected
+
+
+@pytest.mark.parametrize("labeled_fraction", [None, "0.5"])
+def test_tune_streams_the_training_split(folder, tmp_path, capsys, monkeypatch, decoded,
+                                         labeled_fraction):
+    semi = labeled_fraction is not None
+    if semi:
+        # The largest meta set a trial can draw, 6 in this search space, bounds the
+        # unlabelled samples decoded.
+        monkeypatch.setattr(clidmu_hyper_model, "META_SIZES", (4, 6))
+        monkeypatch.setattr(clidmu_hyper_model, "DEFAULT_META_SIZE", 6)
+    out = tmp_path / "search"
+    status, _, err = run_cli(
+        capsys, "tune", "--out", str(out), "--dataset", str(folder), "--image-size", "8x8",
+        "--backbone", "mlp", "--max-trials", "1", "--epochs", "1", "--batch-size", "4",
+        "--noise", "symmetric:0.4", "--verbose", "0",
+        *(["--labeled-fraction", labeled_fraction] if semi else []),
+    )  # fmt: skip
+    assert status == 0, err
+    with open(out / "summary.json") as handle:
+        (trial,) = json.load(handle)["trials"]
+    assert trial["status"] == "COMPLETED"
+    assert trial["hyperparameters"]["batch_size"] == 4
+    # 48 training images: 10 held out for validation, decoded once; 38 trained on in
+    # batches of 4 (with --labeled-fraction 0.5, 19 of them, and 6 of the 19 others decoded
+    # for the meta set).
+    assert sorted(size for size in decoded if size > 4) == ([6, 10] if semi else [10])
+    assert sum(size for size in decoded if size <= 4) >= (19 if semi else 38)
+    if semi:
+        assert trial["hyperparameters"]["meta_size"] == 6

@@ -236,6 +236,37 @@ def test_summary_and_inputs(tagged):
             data.input_stream(np.array(bad), batch_size=2)
 
 
+
+def test_input_stream_reads_either_split_with_labels_and_shuffled_on_request(tagged):
+    from clidmu_tf.pipelines.streams import input_stream
+
+    every_test = np.arange(len(tagged.y_test))
+    batches = list(input_stream(tagged, every_test, batch_size=7, split="test"))
+    assert [len(batch) for batch in batches[:-1]] == [7] * (len(batches) - 1)
+    np.testing.assert_array_equal(np.concatenate(batches), tagged.inputs(split="test"))
+    # With labels: (x, y) pairs, each input with its own label; shuffled, a permutation
+    # that changes at every pass and repeats with the seed.
+    picked = np.arange(0, NUM_SAMPLES, 3)
+    labels = np.arange(NUM_SAMPLES) % tagged.num_classes
+
+    def one_pass(stream):
+        x, y = (np.concatenate(part) for part in zip(*stream.as_numpy_iterator()))
+        np.testing.assert_array_equal(y, labels[x[:, 0].astype(int)])
+        return x[:, 0].astype(int)
+
+    stream = input_stream(tagged, picked, batch_size=16, labels=labels, shuffle_seed=4)
+    first, second = one_pass(stream), one_pass(stream)
+    assert sorted(first) == sorted(second) == list(picked)
+    assert list(first) != list(picked) and list(first) != list(second)
+    again = input_stream(tagged, picked, batch_size=16, labels=labels, shuffle_seed=4)
+    np.testing.assert_array_equal(one_pass(again), first)
+    with pytest.raises(ValueError, match=r"`split`, expected one of \['test', 'train'\]"):
+        input_stream(tagged, picked, batch_size=4, split="validation")
+    with pytest.raises(ValueError, match=r"in \[0, 50\) of the test split"):
+        input_stream(tagged, np.array([50]), batch_size=4, split="test")
+    with pytest.raises(ValueError, match="`labels`"):
+        input_stream(tagged, picked, batch_size=4, labels=labels[:-1])
+
 def test_held_out_selection_set_is_never_trained_on_nor_in_the_meta_set(tagged):
     noisy = make_training_data(
         tagged, noise="symmetric", noise_rate=0.5, selection_size=60, meta_size=100, seed=3

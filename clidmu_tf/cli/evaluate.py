@@ -65,7 +65,13 @@ def run(args):
             dataset = load_source_dataset(
                 args.dataset, data_dir=args.data_dir, image_size=args.image_size
             )
-        x, y = dataset.inputs(split="test"), dataset.y_test
+        from clidmu_tf.pipelines.streams import input_stream
+
+        # Read a batch at a time: a streamed dataset's images are decoded as they are scored.
+        x = input_stream(
+            dataset, np.arange(len(dataset.y_test)), batch_size=args.batch_size, split="test"
+        )
+        y = dataset.y_test
         source = f"{dataset.name} (test split)"
     probabilities = classifier.predict_proba(x, batch_size=args.batch_size)
     # Labels beyond the model's classes: a --labels file or a --dataset of other classes.

@@ -70,7 +70,7 @@ def run(args):
         metrics={"test_accuracy": report.get(accuracy_key)},
         members=members,
         selection_monitor=monitor,
-        verification_inputs=dataset.inputs(split="test")[: training_job.VERIFICATION_SAMPLES],
+        verification_inputs=training_job.verification_inputs(dataset),
         overwrite=args.overwrite,
     )
     verification = card.get("verification")

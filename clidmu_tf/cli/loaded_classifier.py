@@ -106,17 +106,53 @@ class LoadedClassifier:
         self.description = f"the SavedModel {path!r}"
 
     def predict_proba(self, x, batch_size=256):
-        """The class probabilities `[N, C]` of the inputs `x` `[N, *input_shape]`."""
-        x = np.asarray(x, dtype=np.float32)
-        if self._onnx is not None:
-            return self._onnx.predict_proba(x, batch_size=batch_size)
-        chunks = []
-        for start in range(0, len(x), batch_size):
-            batch = x[start : start + batch_size]
-            if self._serve is not None:
-                chunks.append(np.asarray(self._serve(batch)))
-            else:
-                logits = np.asarray(self._keras(batch, training=False), dtype=np.float64)
-                shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-                chunks.append(shifted / shifted.sum(axis=1, keepdims=True))
+        """The class probabilities of some inputs, computed batch by batch.
+
+        Args:
+            x: float inputs `[N, *input_shape]`, as an array or as a finite `tf.data.Dataset`
+                of input batches (or of `(inputs, ...)` tuples), such as
+                `clidmu_tf.pipelines.streams.input_stream` of a split read from disk: a
+                dataset is read once, a batch at a time, and never held whole.
+            batch_size: positive int, the size of an array's batches (a dataset's batches
+                are used as they come).
+
+        Returns:
+            A float array `[N, C]`, in the order of the inputs.
+
+        Raises:
+            ValueError: for an empty, non-finite or infinite `x`, or inputs of another
+                shape than the model's.
+        """
+        # TensorFlow loads here, not when the command line reads MODEL's path.
+        from clidmu_tf.model_inputs import check_model_inputs, input_batches
+
+        inputs = check_model_inputs(x, "x")
+        chunks = [
+            self._predict_batch(np.asarray(batch, dtype=np.float32))
+            for batch in input_batches(inputs, batch_size, self._keras)
+        ]
+        if not chunks:
+            raise ValueError(
+                "Received an invalid value for `x`, expected at least one sample. Received: "
+                "an empty dataset"
+            )
         return np.concatenate(chunks)
+
+    def _predict_batch(self, batch):
+        """The class probabilities `[b, C]` of one input batch `[b, *input_shape]`."""
+        if len(batch.shape) != len(self.input_shape) + 1 or any(
+            size is not None and size != actual
+            for size, actual in zip(self.input_shape, batch.shape[1:])
+        ):
+            raise ValueError(
+                f"Received an invalid value for `x`, expected inputs of shape "
+                f"[N, {', '.join(map(str, self.input_shape))}] ({self.description}'s). "
+                f"Received: a batch of shape {batch.shape}"
+            )
+        if self._onnx is not None:
+            return self._onnx.predict_proba(batch)
+        if self._serve is not None:
+            return np.asarray(self._serve(batch))
+        logits = np.asarray(self._keras(batch, training=False), dtype=np.float64)
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)

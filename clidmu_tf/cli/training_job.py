@@ -181,6 +181,13 @@ def describe_preprocessing(dataset):
     return {"input_shape": list(dataset.input_shape), "description": description}
 
 
+def verification_inputs(dataset):
+    """The inputs an export is verified on: the first `VERIFICATION_SAMPLES` of the test
+    split, float32 `[n, *input_shape]`; only they are decoded, whatever the split's size."""
+    count = min(VERIFICATION_SAMPLES, len(dataset.y_test))
+    return dataset.inputs(np.arange(count), split="test")
+
+
 class TrainingJob:
     """Trains CLID-MU and a baseline on the same noisy data and writes a run directory.
 
@@ -784,9 +791,7 @@ class TrainingJob:
                 metrics={"test_accuracy": self.report["ensemble_test_accuracy"]},
                 members=self.ensemble_members,
                 selection_monitor=self.selection_monitor,
-                verification_inputs=self.data.dataset.inputs(
-                    np.arange(min(VERIFICATION_SAMPLES, len(self.test_labels))), split="test"
-                ),
+                verification_inputs=verification_inputs(self.data.dataset),
             )
         self.report["export"] = {
             "directory": RunDirectory.EXPORT,

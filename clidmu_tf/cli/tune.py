@@ -15,7 +15,7 @@ SETTINGS_FILE = "search_settings.json"
 SEARCH_SETTINGS = (
     "dataset", "data_dir", "image_size", "label_file", "noise", "class_map", "limit_train",
     "seed", "method", "backbone", "objective", "tuner", "epochs", "validation_fraction",
-    "virtual_step",
+    "virtual_step", "batch_size",
 )
 
 
@@ -50,6 +50,12 @@ def register_subparser(commands):
     tune.add_argument("--max-trials", type=cli_utils.positive_int, default=10, metavar="N")
     tune.add_argument("--epochs", type=cli_utils.positive_int, default=10, metavar="N",
                       help="epochs per trial (default 10).")
+    tune.add_argument(
+        "--batch-size", type=cli_utils.positive_int, metavar="N",
+        help="the batch size of every trial (default: searched among 32, 64, 100, 128, 256 "
+        "for data held in memory; 100, the search's default, for an image folder or a tfds "
+        "dataset streamed from disk, whose batches are fixed when the stream is built).",
+    )
     tune.add_argument("--validation-fraction", type=cli_utils.fraction, metavar="F", default=0.2,
                       help="share of the noisy training set held out (default 0.2).")
     tune.add_argument("--out", required=True, metavar="DIR",
@@ -60,7 +66,18 @@ def register_subparser(commands):
 
 
 def run(args):
-    """Runs (or resumes) the search, writes summary.json, prints the trials; returns 0."""
+    """Runs (or resumes) the search, writes summary.json, prints the trials; returns 0.
+
+    Data held in memory (arrays, the offline sets) reaches the search as arrays. A dataset
+    streamed from disk (an image folder, a tfds image dataset) reaches it as a `tf.data`
+    stream of `(x, y)` batches of `--batch-size`, shuffled each epoch and decoded as it is
+    read; each trial draws its meta set in one pass over it, keeping only the meta set. Held
+    in memory all the same, decoded: the validation split (`--validation-fraction` of the
+    training pool, scored after every epoch) and, with `--labeled-fraction` or
+    `--unlabeled-dir`, a seeded uniform subset of the unlabelled samples as large as the
+    largest meta set a trial can draw (`META_SIZES`, 2000), from which each trial draws its
+    own.
+    """
     import numpy as np
 
     from clidmu_tf.cli.data_sources import load_source_dataset, load_unlabeled_like
@@ -84,11 +101,17 @@ def run(args):
     settings = json.loads(json.dumps({key: getattr(args, key) for key in SEARCH_SETTINGS}))
     if not args.overwrite:
         _check_same_search(args, settings)
+    import keras_tuner
+
+    from clidmu_tf.pipelines import StreamedDataset
+    from clidmu_tf.pipelines.streams import input_stream
     from clidmu_tf.tuning import run_search
+    from clidmu_tf.tuning.clidmu_hyper_model import DEFAULT_BATCH_SIZE, META_SIZES
 
     dataset = load_source_dataset(
         args.dataset, data_dir=args.data_dir, image_size=args.image_size, label_file=args.label_file
     )
+    streamed = isinstance(dataset, StreamedDataset)
     clean = dataset.clean_train_labels
     pool = np.arange(len(clean))
     if args.limit_train is not None:
@@ -104,30 +127,53 @@ def run(args):
     train, validation = pool[train], pool[validation]
     # Semi-supervised: the training samples beyond the labelled fraction and the images of
     # --unlabeled-dir lose (or never had) labels and form the meta set's pool.
-    unlabeled = []
-    if args.labeled_fraction not in (None, 1.0):
+    semi_supervised = args.labeled_fraction not in (None, 1.0)
+    unlabeled_indices = np.zeros(0, np.int64)
+    if semi_supervised:
         kept, rest = stratified_split(
             clean[train], size=max(1, round(args.labeled_fraction * len(train))), seed=args.seed
         )
-        unlabeled.append(dataset.inputs(train[rest]))
+        unlabeled_indices = train[rest]
         train = train[kept]
+    images = None
     if args.unlabeled_dir is not None:
         images = load_unlabeled_like(dataset, args.unlabeled_dir, args.dataset)
+    if streamed:
+        unlabeled_indices, images = _meta_pool(
+            unlabeled_indices, images, size=max(META_SIZES), seed=args.seed
+        )
+    unlabeled = []
+    if semi_supervised:
+        unlabeled.append(dataset.inputs(unlabeled_indices))
+    if images is not None:
         unlabeled.append(images.astype(np.float32) * np.float32(dataset.pixel_scale))
+    hyperparameters = keras_tuner.HyperParameters()
+    batch_size = args.batch_size
+    if streamed:
+        batch_size = batch_size or DEFAULT_BATCH_SIZE
+        x_train = input_stream(
+            dataset, train, batch_size=batch_size, labels=given, shuffle_seed=args.seed
+        )
+        y_train = None
+    else:
+        x_train, y_train = dataset.inputs(train), given[train]
+    if batch_size is not None:
+        hyperparameters.Fixed("batch_size", batch_size)
     noise_known = noise_kind is not None or dataset.y_train_clean is not None
     meta_model, meta_objective = training_job.METHODS[args.method]
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, SETTINGS_FILE), "w", encoding="utf-8") as handle:
         json.dump(settings, handle, indent=2)
     _, summary = run_search(
-        dataset.inputs(train),
-        given[train],
+        x_train,
+        y_train,
         dataset.inputs(validation),
         given[validation],
         y_val_clean=clean[validation] if noise_known else None,
         x_unlabeled=np.concatenate(unlabeled) if unlabeled else None,
         num_classes=dataset.num_classes,
         objective=args.objective,
+        hyperparameters=hyperparameters,
         tuner=args.tuner,
         max_trials=args.max_trials,
         epochs=args.epochs,
@@ -146,6 +192,29 @@ def run(args):
         handle.write("\n")
     print(trials_table(summary))
     return 0
+
+
+def _meta_pool(indices, images, *, size, seed):
+    """At most `size` of the unlabelled samples, a seeded uniform subset.
+
+    The pool is the training samples at `indices` followed by the `images` of
+    `--unlabeled-dir` (or None); the subset keeps the order of each part. A trial's meta set,
+    a uniform subset of this subset, is then a uniform subset of the whole pool.
+
+    Returns:
+        `(indices, images)`, each cut to the chosen samples (as they are when the pool holds
+        at most `size`).
+    """
+    import numpy as np
+
+    num_images = 0 if images is None else len(images)
+    pool = len(indices) + num_images
+    if pool <= size:
+        return indices, images
+    chosen = np.sort(np.random.default_rng(seed).choice(pool, size, replace=False))
+    from_indices = chosen[chosen < len(indices)]
+    from_images = chosen[chosen >= len(indices)] - len(indices)
+    return indices[from_indices], None if images is None else images[from_images]
 
 
 def _check_same_search(args, settings):

@@ -287,7 +287,9 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
             x: training inputs, an array of shape `[N, *input_shape]`; or a finite
                 `tf.data.Dataset` of `(x, y)` batches (`[B, *input_shape]` inputs, `[B]`
                 integer labels), whose batches are used as they come: its batch size is the
-                trial's, and the meta set is drawn from one pass over it.
+                trial's, and the meta set is drawn from one pass over it (without
+                `unlabeled_inputs`; with them, only its first batch is read before
+                training, for the batch size).
             y: noisy integer training labels, shape `[N]`, with arrays; None with a dataset.
             validation_data: `(x_val, y_val)`, `(x_val, None)` or `x_val` alone, as arrays or
                 as a `tf.data.Dataset` of such batches: scored after each epoch as `val_clid`
@@ -381,9 +383,18 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
         """The `fit` stream of the model's data contract from a dataset of `(x, y)` batches."""
         if self.meta_objective == "none":
             return train.prefetch(tf.data.AUTOTUNE)
-        x_meta, y_meta, batch_size = self._draw_meta_set(train, values["meta_size"])
         if self.unlabeled_inputs is not None:
+            # The meta set comes from the unlabelled inputs: no pass over the training data
+            # (decoded from disk, perhaps), only its first batch, for the batch size.
             x_meta, y_meta = self._unlabeled_meta_set(values), None
+            first = next(iter(train), None)
+            if first is None:
+                raise keras_tuner.errors.FatalValueError(
+                    "Received an empty tf.data.Dataset as training data."
+                )
+            batch_size = len(first[0])
+        else:
+            x_meta, y_meta, batch_size = self._draw_meta_set(train, values["meta_size"])
         meta = self._meta_stream(x_meta, y_meta, batch_size)
         return tf.data.Dataset.zip((train, meta)).prefetch(tf.data.AUTOTUNE)
 

@@ -56,6 +56,17 @@ def check_positive_int(name, value):
     return int(value)
 
 
+def check_bool(name, value):
+    """Returns `value` as a Python bool, or raises unless it is `True` or `False`.
+
+    NumPy booleans (`np.True_`, an element of a bool array) are accepted; strings such as
+    `"yes"`, numbers (`1`, `0.0`) and None are refused rather than read by their truth value.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise invalid_value(name, "a bool (True or False)", value)
+    return bool(value)
+
+
 def check_choice(name, value, choices):
     if value not in choices:
         raise invalid_value(name, f"one of {sorted(choices)}", value)

@@ -13,6 +13,7 @@ from clidmu_tf.pipelines.splits import stratified_split
 from clidmu_tf.pipelines.streamed_dataset import StreamedDataset
 from clidmu_tf.pipelines.training_data import TrainingData
 from clidmu_tf.validation import (
+    check_bool,
     check_choice,
     check_class_ids,
     check_fraction,
@@ -183,8 +184,7 @@ def make_training_data(
                 "meta objective that reads no labels: 'clid' or 'none'. Received: "
                 f"meta_objective={meta_objective!r} with {name} given"
             )
-    if not isinstance(augment_meta, bool):
-        raise invalid_value("augment_meta", "a bool", augment_meta)
+    augment_meta = check_bool("augment_meta", augment_meta)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise invalid_value("seed", "a non-negative integer", seed)
     augmentation = _resolve_augmentation(augment, None)

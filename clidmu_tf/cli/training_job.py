@@ -12,6 +12,7 @@ import numpy as np
 
 from clidmu_tf.cli.run_directory import RunDirectory, load_keras_file
 from clidmu_tf.cli.run_report import RunReport
+from clidmu_tf.validation import check_bool
 
 # Each method is a meta-model and a meta objective of `CLIDMUModel`.
 METHODS = {
@@ -247,6 +248,8 @@ class TrainingJob:
                 "snapshot_selection='meta-set' does not use. Received: selection_size="
                 f"{self.config['selection_size']!r} with snapshot_selection='meta-set'"
             )
+        overwrite = check_bool("overwrite", overwrite)
+        resume = check_bool("resume", resume)
         self.noise_kind, self.noise_rate = parse_noise(self.config["noise"])
         self.run_directory = RunDirectory(directory)
         self.run_directory.check_writable(overwrite, resume)

@@ -15,7 +15,12 @@ from clidmu_tf.models.clidmu_model import (
     default_optimizer,
 )
 from clidmu_tf.tuning.held_out_validation import HeldOutValidation
-from clidmu_tf.validation import check_choice, check_positive_float, check_positive_int
+from clidmu_tf.validation import (
+    check_bool,
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+)
 
 # "ce_clean" needs a clean, labelled meta set held out of training, which a search over the
 # noisy training data does not have.
@@ -206,7 +211,7 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
         self.unlabeled_inputs = unlabeled_inputs
         self.virtual_step = check_choice("virtual_step", virtual_step, VIRTUAL_STEPS)
         self.seed = seed
-        super().__init__(name=name, tunable=tunable)
+        super().__init__(name=name, tunable=check_bool("tunable", tunable))
 
     def build_backbone(self, hp):
         """Builds the classifier backbone of one trial.
@@ -315,6 +320,10 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
                     "`batch_size` hyperparameter (fix it with `hp.Fixed`) and validation data "
                     f"go in `validation_data`. Received: {name}={kwargs[name]!r}"
                 )
+        try:
+            shuffle = check_bool("shuffle", shuffle)
+        except ValueError as error:
+            raise keras_tuner.errors.FatalValueError(str(error)) from None
         values = self._training_hyperparameters(hp)
         if isinstance(x, tf.data.Dataset):
             if y is not None:

@@ -73,6 +73,26 @@ def check_choice(name, value, choices):
     return value
 
 
+def check_virtual_step(virtual_step, meta_objective):
+    """Refuses a head-only virtual step where no meta update takes a virtual step.
+
+    The virtual step is the first step of the meta update (method.md, Algorithm 1); with
+    `meta_objective="none"` (plain cross-entropy) there is none, so `"head"` would mean
+    nothing. `"full"`, the default, is accepted with every objective.
+
+    Raises:
+        ValueError: for `virtual_step="head"` with `meta_objective="none"`, naming both.
+    """
+    if virtual_step == "head" and meta_objective == "none":
+        raise ValueError(
+            "Received an invalid value for `virtual_step`: 'head' restricts the virtual step "
+            "of the meta update, and meta_objective='none' (plain cross-entropy) has no meta "
+            "update; leave virtual_step='full' (the default). Received: virtual_step='head' "
+            "with meta_objective='none'"
+        )
+    return virtual_step
+
+
 def check_class_ids(labels, name="y", *, num_classes=None, length=None):
     """The one check of labels entering the library: integer class ids of shape `[N]`.
 

@@ -231,6 +231,15 @@ CASES = {
         lambda: from_arrays(X, Y, test_fraction=math.nan),
         ["`test_fraction`", "test_fraction=nan"],
     ),
+    # A head-only virtual step where no meta update takes a virtual step.
+    "CLIDMUModel head virtual step with meta_objective none": (
+        lambda: CLIDMUModel(backbones.mlp((6,), 3), meta_objective="none", virtual_step="head"),
+        ["`virtual_step`", "virtual_step='head'", "meta_objective='none'"],
+    ),
+    "run_search head virtual step with meta_objective none": (
+        lambda: search(meta_objective="none", virtual_step="head"),
+        ["`virtual_step`", "virtual_step='head'", "meta_objective='none'"],
+    ),
     # A6: a softmax that cannot be turned back into logits.
     "softmax inside a nested model": (
         lambda: CLIDMUModel(nested_softmax_model(), feature_layer="hidden"),

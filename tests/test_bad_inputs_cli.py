@@ -233,6 +233,14 @@ CASES = {
         train("--noise", "asymmetric:0.4"), FAILED, ["--class-map"],
     ),
     "--resume with nothing to resume": (train("--resume"), USAGE, ["no unfinished run"]),
+    "--virtual-step head with --method ce": (
+        train("--method", "ce", "--virtual-step", "head"), USAGE,
+        ["--virtual-step=head", "--method=ce", "no"],
+    ),
+    "tune --virtual-step head with --method ce": (
+        ["tune", "--out", "{out}", "--method", "ce", "--virtual-step", "head"], USAGE,
+        ["--virtual-step=head", "--method=ce"],
+    ),
     "--resume with --overwrite": (
         train("--resume", "--overwrite"), USAGE, ["--overwrite", "--resume", "not both"],
     ),

@@ -456,6 +456,23 @@ def test_tune_runs_a_search_and_writes_a_summary(tmp_path, capsys):
     assert "val_clean_accuracy" in stdout
 
 
+def test_the_baseline_beside_a_head_only_virtual_step_trains_without_one(tmp_path, capsys):
+    from clidmu_tf.cli.run_directory import load_keras_file
+
+    out = tmp_path / "run"
+    status, _, err = run_cli(
+        capsys, "train", "--out", str(out), "--limit-train", "150", "--backbone", "mlp",
+        "--epochs", "1", "--batch-size", "50", "--export-formats", "none", "--verbose", "0",
+        "--virtual-step", "head",
+    )  # fmt: skip
+    assert status == 0, err
+    report = RunReport.load(out)
+    assert report["config"]["virtual_step"] == "head"
+    assert report["baseline_test_accuracy"] is not None
+    assert load_keras_file(out / RunDirectory.MODEL).virtual_step == "head"
+    assert load_keras_file(out / RunDirectory.BASELINE_MODEL).virtual_step == "full"
+
+
 MIRRORED_ON_TWO_CPUS = """
 import sys
 import tensorflow as tf

@@ -60,7 +60,8 @@ def register_subparser(commands):
         "--virtual-step", choices=("full", "head"), default=defaults["virtual_step"],
         help="full (default, the paper's): the virtual step updates every classifier weight; "
         "head: only the last (logits) layer, with the features held fixed, a step that costs "
-        "little more than a plain one (see BENCHMARKS.md).",
+        "little more than a plain one (see BENCHMARKS.md). Refused with --method ce, which has "
+        "no meta update; the cross-entropy baseline trains without one whatever it says.",
     )
     train.add_argument("--learning-rate", type=positive_float, metavar="LR",
                        default=defaults["learning_rate"],
@@ -130,6 +131,10 @@ def register_subparser(commands):
 def run(args):
     """Checks the arguments, trains, and prints the comparison; returns the exit status."""
     cli_utils.check_data_arguments(args, method=args.method)
+    try:
+        training_job.check_method_virtual_step(args.method, args.virtual_step)
+    except ValueError as error:
+        cli_utils.fail_usage(args, str(error))
     if args.overwrite and args.resume:
         cli_utils.fail_usage(args, "pass either --overwrite (start afresh) or --resume, not both.")
     chief = True

@@ -12,7 +12,7 @@ import numpy as np
 
 from clidmu_tf.cli.run_directory import RunDirectory, load_keras_file
 from clidmu_tf.cli.run_report import RunReport
-from clidmu_tf.validation import check_bool
+from clidmu_tf.validation import check_bool, check_virtual_step
 
 # Each method is a meta-model and a meta objective of `CLIDMUModel`.
 METHODS = {
@@ -120,6 +120,26 @@ def parse_noise(spec):
             f"colon, e.g. {kind}:0.4. Received: --noise={spec!r}"
         )
     return kind, rate
+
+
+def check_method_virtual_step(method, virtual_step):
+    """Refuses `--virtual-step head` with a `--method` that has no meta update.
+
+    The rule is the library's (`CLIDMUModel` refuses `virtual_step="head"` with
+    `meta_objective="none"`), checked here, before any data is loaded, in the options'
+    own words.
+
+    Raises:
+        ValueError: naming `--virtual-step` and `--method` and their values.
+    """
+    try:
+        check_virtual_step(virtual_step, METHODS[method][1])
+    except ValueError:
+        raise ValueError(
+            f"--virtual-step {virtual_step} restricts the virtual step of the meta update, and "
+            f"--method {method} trains plain cross-entropy, without one; leave --virtual-step "
+            f"at full. Received: --virtual-step={virtual_step}, --method={method}"
+        ) from None
 
 
 def make_strategy(name):
@@ -250,6 +270,7 @@ class TrainingJob:
             )
         overwrite = check_bool("overwrite", overwrite)
         resume = check_bool("resume", resume)
+        check_method_virtual_step(self.config["method"], self.config["virtual_step"])
         self.noise_kind, self.noise_rate = parse_noise(self.config["noise"])
         self.run_directory = RunDirectory(directory)
         self.run_directory.check_writable(overwrite, resume)
@@ -530,7 +551,9 @@ class TrainingJob:
                 meta_objective=meta_objective,
                 temperature=config["temperature"],
                 meta_every=config["meta_every"],
-                virtual_step=config["virtual_step"],
+                # The cross-entropy baseline takes no virtual step: "full" is the default
+                # that means nothing there, whatever the method's --virtual-step.
+                virtual_step="full" if meta_objective == "none" else config["virtual_step"],
                 seed=config["seed"],
             )
             learning_rate = config["learning_rate"]

@@ -20,6 +20,7 @@ from clidmu_tf.validation import (
     check_choice,
     check_positive_float,
     check_positive_int,
+    check_virtual_step,
 )
 
 # "ce_clean" needs a clean, labelled meta set held out of training, which a search over the
@@ -122,11 +123,13 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
         tunable: whether the hyperparameters defined here join the search space (see
             `keras_tuner.HyperModel`).
         virtual_step: `"full"` (the paper's) or `"head"` (the cheaper head-only virtual step,
-            see `CLIDMUModel`), the same for every trial (not searched).
+            see `CLIDMUModel`), the same for every trial (not searched); `"head"` needs a
+            meta objective other than `"none"`.
 
     Raises:
         ValueError: for an invalid shape, class count, backbone, meta-model, meta objective,
-            virtual step, validation setting or seed.
+            virtual step (`"head"` with `meta_objective="none"` included), validation setting
+            or seed.
 
     Example:
 
@@ -209,7 +212,9 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
                     f"shape {unlabeled_inputs.shape}"
                 )
         self.unlabeled_inputs = unlabeled_inputs
-        self.virtual_step = check_choice("virtual_step", virtual_step, VIRTUAL_STEPS)
+        self.virtual_step = check_virtual_step(
+            check_choice("virtual_step", virtual_step, VIRTUAL_STEPS), self.meta_objective
+        )
         self.seed = seed
         super().__init__(name=name, tunable=check_bool("tunable", tunable))
 

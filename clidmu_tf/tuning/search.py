@@ -127,7 +127,7 @@ def run_search(
         callbacks: extra Keras callbacks for every trial.
         verbose: verbosity of the search and of `fit`.
         virtual_step: `"full"` (the paper's) or `"head"`, for every trial (see
-            `CLIDMUHyperModel`).
+            `CLIDMUHyperModel`); `"head"` needs a `meta_objective` other than `"none"`.
 
     Returns:
         A tuple `(tuner, summary)`: the keras-tuner tuner (`tuner.get_best_models()`

@@ -85,7 +85,9 @@ def register_subparser(commands):
         help="meta-set (default, the paper's rule): rank the epochs by CLID on the meta set; "
         "held-out: by CLID on a selection set of samples left out of training (their labels "
         "unread), which memorised labels cannot fool, at the cost of training on fewer "
-        "samples (see BENCHMARKS.md, 'Memorisation and selection').",
+        "samples (see BENCHMARKS.md, 'Memorisation and selection'); with --labeled-fraction "
+        "or --unlabeled-dir it is drawn from the unlabelled samples outside the meta set, at "
+        "no such cost.",
     )
     train.add_argument(
         "--selection-size", type=positive_int, metavar="N",

@@ -519,6 +519,7 @@ class TrainingJob:
             indices=data.labeled_indices,
             given=data.labeled_noisy_labels,
             true=data.labeled_clean_labels,
+            held_out=data.labeled_held_out,
         )
         self.report.save()
         self._say(
@@ -777,12 +778,14 @@ class TrainingJob:
                 true=data.labeled_clean_labels if self.noise_injected else None,
                 class_names=self.class_names,
                 top=LABEL_ERRORS_KEPT,
+                held_out=data.labeled_held_out,
             )
             write_label_errors_csv(self.run_directory.join(RunDirectory.LABEL_ERRORS), rows)
             self.run_directory.save_training_labels(
                 indices=data.labeled_indices,
                 given=data.labeled_noisy_labels,
                 true=data.labeled_clean_labels,
+                held_out=data.labeled_held_out,
                 weights=self.weights,
             )
             self.report["label_issues"] = label_issue_summary(

@@ -111,7 +111,9 @@ def register_subparser(commands):
     train.add_argument(
         "--resume", action="store_true",
         help="continue the unfinished run in --out (killed, or failed) from its last completed "
-        "epoch; give the same options as the command that started it.",
+        "epoch; give the same options as the command that started it (an option given at the "
+        "value its default came to, such as --selection-size, counts as the same). A refused "
+        "resume changes nothing; a failed one is marked failed and can be resumed again.",
     )
     train.add_argument(
         "--distribute", choices=training_job.DISTRIBUTIONS, default=defaults["distribute"],

@@ -20,8 +20,9 @@ def register_subparser(commands):
         "confidence, label_quality (the --score, lower meaning more likely wrong), when the "
         "noise was injected the true label, and held_out (1 for the samples of the held-out "
         "selection set of train --snapshot-selection held-out, never trained on, else 0). "
-        "The estimate of how many labels are wrong (the largest of cleanlab's confident-learning counts on the class probabilities of "
-        "each of the first third of the epochs), a suggested cut-off, is printed to stderr.",
+        "The estimate of how many labels are wrong (the largest of cleanlab's "
+        "confident-learning counts on the class probabilities of each of the first third of "
+        "the epochs), a suggested cut-off, is printed to stderr.",
     )
     inspect.set_defaults(handler=run, parser=inspect)
     inspect.add_argument("run_dir", metavar="RUN_DIR")

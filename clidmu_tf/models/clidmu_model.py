@@ -375,6 +375,9 @@ class CLIDMUModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        if config.get("meta_objective") == "none":
+            # Saved before "head" was refused without a meta update, where it changed nothing.
+            config["virtual_step"] = "full"
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         if isinstance(config["meta_model"], dict):
             config["meta_model"] = keras.saving.deserialize_keras_object(config["meta_model"])

@@ -283,10 +283,13 @@ def test_tune_refuses_to_resume_a_search_with_other_options(tmp_path, capsys):
     settings = {"dataset": "digits", "noise": "symmetric:0.2", "backbone": ["mlp"]}
     (out / "search_settings.json").write_text(json.dumps(settings))
     code, _, err = run_cli(
-        capsys, ["tune", "--out", str(out), "--noise", "symmetric:0.4", "--backbone", "small_cnn"]
-    )
+        capsys,
+        ["tune", "--out", str(out), "--noise", "symmetric:0.4", "--backbone", "small_cnn",
+         "--labeled-fraction", "0.5"],
+    )  # fmt: skip
     assert code == USAGE
-    for word in ("--noise 'symmetric:0.2' then, 'symmetric:0.4' now", "--backbone", "--overwrite"):
+    for word in ("--noise 'symmetric:0.2' then, 'symmetric:0.4' now", "--backbone", "--overwrite",
+                 "--labeled-fraction None then, 0.5 now"):  # fmt: skip
         assert word in err, err
 
 

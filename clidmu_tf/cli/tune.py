@@ -15,7 +15,7 @@ SETTINGS_FILE = "search_settings.json"
 SEARCH_SETTINGS = (
     "dataset", "data_dir", "image_size", "label_file", "noise", "class_map", "limit_train",
     "seed", "method", "backbone", "objective", "tuner", "epochs", "validation_fraction",
-    "virtual_step",
+    "virtual_step", "labeled_fraction", "unlabeled_dir",
 )
 
 

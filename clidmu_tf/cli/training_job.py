@@ -74,7 +74,7 @@ DEFAULTS = {
 # the library: `--resume` compares what they came to, not how they were spelt.
 RESOLVED_OPTIONS = (
     "backbone", "augment", "meta_size", "meta_batch_size", "selection_size",
-    "meta_learning_rate", "labeled_fraction", "class_map",
+    "meta_learning_rate", "labeled_fraction", "class_map", "limit_train", "image_size",
 )  # fmt: skip
 # The classifier optimiser's other settings, the library's defaults (momentum 0.9 and the
 # Keras equivalent of the paper's coupled weight decay).
@@ -637,6 +637,13 @@ class TrainingJob:
                 config["class_map"] or dataset.class_map
                 if self.noise_kind == "asymmetric"
                 else None
+            ),
+            # None trains on every sample, and images keep the size they were read at.
+            "limit_train": config["limit_train"] or len(dataset.y_train),
+            "image_size": (
+                [int(side) for side in dataset.input_shape[:2]]
+                if len(dataset.input_shape) == 3
+                else config["image_size"]
             ),
         }
 

@@ -80,7 +80,10 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
         - `"probabilities"`: float64 `[N, C]`, the class probabilities (the ensemble's for
           a run directory, else the model's);
         - `"weights"`: float32 `[N]`, the final meta-model's weights, or None when the model
-          has no trained meta-model (or, for a run directory, `score` does not need them).
+          has no trained meta-model (or, for a run directory, `score` does not need them);
+        - `"held_out"`: bool `[N]`, for a run directory's own samples (`x=None`), True for
+          those of the held-out selection set (`train --snapshot-selection held-out`: seen
+          by the snapshot selection, never trained on); None otherwise (unknown).
 
     Raises:
         ValueError: for an unknown `score`; `x` and `y` of different lengths (for a
@@ -103,8 +106,9 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
     check_choice("score", score, SCORES)
     check_positive_int("batch_size", batch_size)
     _import_cleanlab()  # Before any expensive work.
+    held_out = None
     if isinstance(source, (str, os.PathLike)):
-        x, y, models, dynamics = _read_run(source, x, y, score, dynamics, batch_size)
+        x, y, models, dynamics, held_out = _read_run(source, x, y, score, dynamics, batch_size)
     else:
         models = {"probabilities": source, "weights": source}
     x, y = _check_inputs_and_labels(x, y)
@@ -134,6 +138,7 @@ def label_issues(source, x=None, y=None, *, score=DEFAULT_SCORE, dynamics=None, 
         ),
         "probabilities": probabilities,
         "weights": weights,
+        "held_out": held_out,
     }
 
 
@@ -314,7 +319,8 @@ def _import_cleanlab():
 
 
 def _read_run(run_dir, x, y, score, dynamics, batch_size):
-    """The inputs, labels, models and dynamics of a `clidmu-tf train` run directory."""
+    """The inputs, labels, models and dynamics of a `clidmu-tf train` run directory, and the
+    held-out marks of its own samples (None when `x` is given)."""
     from clidmu_tf.cli.run_directory import RunDirectory
 
     run = RunDirectory(run_dir)
@@ -328,17 +334,18 @@ def _read_run(run_dir, x, y, score, dynamics, batch_size):
             f"Received: x={'None' if x is None else 'an array'}, "
             f"y={'None' if y is None else 'an array'}"
         )
+    held_out = None
     if x is None:
         from clidmu_tf.pipelines.streams import input_stream
 
         labels = run.training_labels()
         x = input_stream(run.load_dataset(), labels["indices"], batch_size=batch_size)
-        y = labels["given"]
+        y, held_out = labels["given"], labels["held_out"]
     models = {"probabilities": run.load_model("ensemble"), "weights": run.load_model("final")}
     recorded = run.join(RunDirectory.TRAINING_DYNAMICS)
     if dynamics is None and (score in DYNAMICS_SCORES or os.path.isfile(recorded)):
         dynamics = recorded
-    return x, y, models, dynamics
+    return x, y, models, dynamics, held_out
 
 
 def _check_inputs_and_labels(x, y):

@@ -56,10 +56,41 @@ def check_positive_int(name, value):
     return int(value)
 
 
+def check_bool(name, value):
+    """Returns `value` as a Python bool, or raises unless it is `True` or `False`.
+
+    NumPy booleans (`np.True_`, an element of a bool array) are accepted; strings such as
+    `"yes"`, numbers (`1`, `0.0`) and None are refused rather than read by their truth value.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise invalid_value(name, "a bool (True or False)", value)
+    return bool(value)
+
+
 def check_choice(name, value, choices):
     if value not in choices:
         raise invalid_value(name, f"one of {sorted(choices)}", value)
     return value
+
+
+def check_virtual_step(virtual_step, meta_objective):
+    """Refuses a head-only virtual step where no meta update takes a virtual step.
+
+    The virtual step is the first step of the meta update (method.md, Algorithm 1); with
+    `meta_objective="none"` (plain cross-entropy) there is none, so `"head"` would mean
+    nothing. `"full"`, the default, is accepted with every objective.
+
+    Raises:
+        ValueError: for `virtual_step="head"` with `meta_objective="none"`, naming both.
+    """
+    if virtual_step == "head" and meta_objective == "none":
+        raise ValueError(
+            "Received an invalid value for `virtual_step`: 'head' restricts the virtual step "
+            "of the meta update, and meta_objective='none' (plain cross-entropy) has no meta "
+            "update; leave virtual_step='full' (the default). Received: virtual_step='head' "
+            "with meta_objective='none'"
+        )
+    return virtual_step
 
 
 def check_class_ids(labels, name="y", *, num_classes=None, length=None):

@@ -18,7 +18,7 @@ from clidmu_tf.export.onnx_predictor import (
     OUTPUT_NAMES,
     OnnxPredictor,
 )
-from clidmu_tf.validation import check_positive_float, invalid_value
+from clidmu_tf.validation import check_bool, check_positive_float, invalid_value
 
 FORMATS = ("saved_model", "onnx")
 SAVED_MODEL_DIR = "saved_model"
@@ -118,7 +118,7 @@ def export_ensemble(
     True
     """
     formats = _check_formats(formats)
-    out_dir = _check_out_dir(out_dir, overwrite)
+    out_dir = _check_out_dir(out_dir, check_bool("overwrite", overwrite))
     _check_opset(opset)
     tolerance = check_positive_float("tolerance", tolerance)
     spec = _input_spec(model, input_signature)

@@ -2,7 +2,7 @@
 
 import numbers
 
-from clidmu_tf.validation import invalid_value
+from clidmu_tf.validation import check_bool, invalid_value
 
 
 class Augmentation:
@@ -53,8 +53,7 @@ class Augmentation:
     }
 
     def __init__(self, *, flip=False, crop_padding=0, rand_augment_ops=0, cutout_size=0):
-        if not isinstance(flip, bool):
-            raise invalid_value("flip", "a bool", flip)
+        flip = check_bool("flip", flip)
         for name, value in (
             ("crop_padding", crop_padding),
             ("rand_augment_ops", rand_augment_ops),

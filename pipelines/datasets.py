@@ -18,6 +18,7 @@ from clidmu_tf.pipelines.in_memory_dataset import InMemoryDataset
 from clidmu_tf.pipelines.splits import stratified_split
 from clidmu_tf.validation import (
     check_all_classes_present,
+    check_bool,
     check_class_ids,
     check_finite_inputs,
     check_fraction,
@@ -120,8 +121,8 @@ def load_dataset(
         original ones, either way.
 
     Raises:
-        ValueError: for an unknown name (the message lists the known ones) or options
-            that do not apply to it.
+        ValueError: for an unknown name (the message lists the known ones), options
+            that do not apply to it, or a `stream` that is not a bool.
         FileNotFoundError: when a tfds dataset is not prepared in `data_dir`.
 
     Example:
@@ -143,6 +144,7 @@ def load_dataset(
             f"Received: name={name!r}"
         )
     check_fraction("test_fraction", test_fraction)
+    stream = check_bool("stream", stream)
     if name.startswith(TFDS_PREFIX):
         return tfds_datasets.load_tfds(
             name[len(TFDS_PREFIX) :],

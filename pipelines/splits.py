@@ -4,7 +4,7 @@ import numbers
 
 import numpy as np
 
-from clidmu_tf.validation import invalid_value
+from clidmu_tf.validation import check_bool, invalid_value
 
 
 def stratified_split(labels, *, size, seed, balanced=False):
@@ -31,6 +31,7 @@ def stratified_split(labels, *, size, seed, balanced=False):
     >>> np.bincount(np.asarray([0, 0, 0, 0, 1, 1])[selected]).tolist()
     [2, 1]
     """
+    balanced = check_bool("balanced", balanced)
     labels = np.asarray(labels)
     count = len(labels)
     if (

@@ -13,6 +13,7 @@ from clidmu_tf.pipelines.splits import stratified_split
 from clidmu_tf.pipelines.streamed_dataset import StreamedDataset
 from clidmu_tf.pipelines.training_data import TrainingData
 from clidmu_tf.validation import (
+    check_bool,
     check_choice,
     check_class_ids,
     check_fraction,
@@ -85,14 +86,20 @@ def make_training_data(
     to `"clid"` and `"none"`, the objectives that read no meta labels. With either, the
     meta set is drawn from the unlabelled samples only.
 
-    Held-out selection set (`selection_size`): a seeded random subset of the training set,
-    stratified by the given (noisy) labels, is left out of training and of the meta set and
-    served un-augmented as `selection_stream`, for scoring the snapshots by CLID on inputs
-    the network never fitted (`CLIDSnapshotEnsemble(data.selection_stream, ...)`). This
-    departs from the paper, which scores the meta set, a part of the training set: once a
-    network memorises wrong labels, CLID on the samples it trained on keeps falling while
-    accuracy falls (BENCHMARKS.md, "Memorisation and selection"). Its labels are never read
-    for training; `selection_noisy_labels` keeps them for ranking label issues.
+    Held-out selection set (`selection_size`): a seeded subset of samples left out of
+    training and of the meta set, served un-augmented as `selection_stream`, for scoring the
+    snapshots by CLID on inputs the network never fitted
+    (`CLIDSnapshotEnsemble(data.selection_stream, ...)`). This departs from the paper, which
+    scores the meta set, a part of the training set: once a network memorises wrong labels,
+    CLID on the samples it trained on keeps falling while accuracy falls (BENCHMARKS.md,
+    "Memorisation and selection"). Without unlabelled samples it is taken from the training
+    set (after `train_size`, before the meta split), stratified by the given (noisy) labels;
+    its labels are never read for training, and `selection_noisy_labels` keeps them for
+    ranking label issues. In semi-supervised mode it costs no labels: it is drawn at random
+    (seeded; no labels to stratify by) from the unlabelled samples (those beyond
+    `labeled_fraction` and `unlabeled_inputs`) that are not in the meta set, which is drawn
+    first and is the same as without a selection set; it has no given labels then
+    (`selection_from_unlabeled`).
 
     The training stream is shuffled (reshuffled each epoch, reproducibly from `seed`),
     augmented per batch, batched and prefetched; the meta stream is shuffled, repeated and
@@ -128,9 +135,9 @@ def make_training_data(
         train_size: int, train on a seeded stratified subset of this many training samples
             (small-scale studies); None keeps all.
         selection_size: None or 0 (no held-out selection set: the paper), or an int of at
-            least 2 that leaves at least 4 samples, the size of the held-out selection set, taken from the training set (after
-            `train_size`, before the semi-supervised and meta splits); see
-            `default_selection_size`.
+            least 2, the size of the held-out selection set (see above and
+            `default_selection_size`): from the training set, leaving at least 4 samples;
+            in semi-supervised mode, at most the unlabelled samples outside the meta set.
         augment: `"auto"` (the dataset's recipe: flip and crop for CIFAR, 1-pixel shifts for
             digit-like greyscale images, none for folders and arrays; whatever the model:
             `clidmu-tf train --augment auto` uses none with an MLP, which shifts hurt),
@@ -145,7 +152,9 @@ def make_training_data(
         A `TrainingData`.
 
     Raises:
-        ValueError: for invalid arguments, before any data is loaded where possible.
+        ValueError: for invalid arguments, before any data is loaded where possible; in
+            semi-supervised mode, a `selection_size` larger than the unlabelled samples left
+            outside the meta set.
 
     Example:
 
@@ -183,8 +192,7 @@ def make_training_data(
                 "meta objective that reads no labels: 'clid' or 'none'. Received: "
                 f"meta_objective={meta_objective!r} with {name} given"
             )
-    if not isinstance(augment_meta, bool):
-        raise invalid_value("augment_meta", "a bool", augment_meta)
+    augment_meta = check_bool("augment_meta", augment_meta)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise invalid_value("seed", "a non-negative integer", seed)
     augmentation = _resolve_augmentation(augment, None)
@@ -230,7 +238,10 @@ def make_training_data(
         expected, kind = drawn.expected_transition, noise
 
     selection_indices = np.zeros([0], np.int64)
-    if selection_size:
+    # With unlabelled samples, the held-out selection set is drawn from them (below), since
+    # they are never trained on with labels; else from the labelled training set.
+    from_unlabeled = labeled_fraction is not None or unlabeled_inputs is not None
+    if selection_size and not from_unlabeled:
         # At least 4 samples are left to train on and to draw a meta set of 2 from.
         if selection_size > len(pool) - 4:
             raise invalid_value(
@@ -238,7 +249,7 @@ def make_training_data(
             )
         chosen, kept = stratified_split(noisy[pool], size=selection_size, seed=split_seed + 1)
         selection_indices, pool = pool[chosen], pool[kept]
-    train_indices, meta_indices = _split_meta(
+    train_indices, meta_indices, meta_candidates = _split_meta(
         pool,
         clean=clean,
         noisy=noisy,
@@ -248,6 +259,12 @@ def make_training_data(
         num_unlabeled=0 if unlabeled_inputs is None else len(unlabeled_inputs),
         seed=split_seed,
     )
+    if selection_size and from_unlabeled:
+        selection_indices = _draw_unlabeled_selection(
+            meta_candidates, meta_indices, selection_size, seed=split_seed + 1
+        )
+    # The held-out samples with a given label: none when they come from the unlabelled pool.
+    labeled_selection = selection_indices[:0] if from_unlabeled else selection_indices
     meta_size = len(meta_indices)
     meta_batch_size = min(batch_size, meta_size) if meta_batch_size is None else meta_batch_size
     if meta_batch_size > meta_size:
@@ -321,8 +338,9 @@ def make_training_data(
             else None
         ),
         selection_indices=selection_indices,
-        selection_noisy_labels=noisy[selection_indices],
-        selection_clean_labels=clean[selection_indices],
+        selection_noisy_labels=noisy[labeled_selection],
+        selection_clean_labels=clean[labeled_selection],
+        selection_from_unlabeled=bool(from_unlabeled and len(selection_indices)),
         noise_report=report,
         num_classes=data.num_classes,
         input_shape=data.input_shape,
@@ -524,7 +542,8 @@ def input_stream(dataset, indices, *, batch_size, split="train", labels=None, sh
 def _split_meta(
     pool, *, clean, noisy, meta_objective, meta_size, labeled_fraction, num_unlabeled, seed
 ):
-    """Returns `(train_indices, meta_indices)`, positions in the training arrays.
+    """Returns `(train_indices, meta_indices, candidates)`, positions in the training arrays;
+    `candidates` are those the meta set was drawn from.
 
     Positions from `len(clean)` on stand for the `num_unlabeled` unlabelled inputs.
     """
@@ -548,10 +567,25 @@ def _split_meta(
             "meta_size", f"an integer in [1, {available}] for this data", meta_size
         )
     if not removes:
-        return train, np.sort(rng.choice(candidates, size=meta_size, replace=False))
+        return train, np.sort(rng.choice(candidates, size=meta_size, replace=False)), candidates
     strata = clean if meta_objective == "ce_clean" else noisy
     meta, kept = stratified_split(strata[pool], size=meta_size, seed=seed, balanced=True)
-    return pool[kept], pool[meta]
+    return pool[kept], pool[meta], candidates
+
+
+def _draw_unlabeled_selection(unlabeled, meta_indices, selection_size, *, seed):
+    """The held-out selection set, a seeded random draw (no labels to stratify by) of
+    `selection_size` unlabelled positions outside the meta set, sorted."""
+    spare = np.setdiff1d(unlabeled, meta_indices)
+    if selection_size > len(spare):
+        raise ValueError(
+            "Received an invalid value for `selection_size`: the held-out selection set is "
+            "drawn from the unlabelled samples outside the meta set, and "
+            f"{len(spare)} of them are left (of {len(unlabeled)} unlabelled, {len(meta_indices)} "
+            "in the meta set). Lower selection_size or meta_size, or keep fewer labels. "
+            f"Received: selection_size={selection_size}"
+        )
+    return np.sort(np.random.default_rng(seed).choice(spare, size=selection_size, replace=False))
 
 
 def _check_unlabeled_inputs(unlabeled_inputs, data):

@@ -31,10 +31,13 @@ class TrainingData:
             un-augmented, in batches of `meta_batch_size`, or None without one
             (`make_training_data(selection_size=...)`).
         selection_indices: int64 array, positions in `dataset.x_train` of the held-out
-            selection set (empty without one); neither trained on nor in the meta set.
+            selection set (empty without one); neither trained on nor in the meta set. Drawn
+            from the unlabelled samples, it may hold positions from `len(dataset.x_train)` on,
+            which stand for `unlabeled_inputs` (as in `meta_indices`).
         selection_noisy_labels: int32 array aligned with `selection_indices`, their given
-            labels (never trained with).
-        selection_clean_labels: int32 array aligned with `selection_indices`, the true labels.
+            labels (never trained with); empty when `selection_from_unlabeled`.
+        selection_clean_labels: int32 array aligned with `selection_indices`, the true labels;
+            empty when `selection_from_unlabeled`.
         noise_report: `NoiseReport` of the labels in the training stream.
         num_classes: int.
         input_shape: tuple, the shape of one sample.
@@ -50,6 +53,9 @@ class TrainingData:
         batch_size: int.
         meta_batch_size: int.
         steps_per_epoch: int, batches per pass over the training stream.
+        selection_from_unlabeled: bool, whether the held-out selection set was drawn from the
+            unlabelled samples (semi-supervised mode), so that its samples have no given
+            label and are not among `labeled_indices`.
     """
 
     train: tf.data.Dataset
@@ -73,6 +79,7 @@ class TrainingData:
     batch_size: int
     meta_batch_size: int
     steps_per_epoch: int
+    selection_from_unlabeled: bool = False
 
     @property
     def meta_inputs(self):
@@ -87,9 +94,26 @@ class TrainingData:
     @property
     def labeled_indices(self):
         """Int64 array: every sample with a given label, the training samples then the held-out
-        selection set's (positions in `dataset.x_train`): the samples whose labels
-        `label_issues` checks."""
-        return np.concatenate([self.train_indices, self.selection_indices])
+        selection set's unless it was drawn from the unlabelled samples (positions in
+        `dataset.x_train`): the samples whose labels `label_issues` checks."""
+        return np.concatenate([self.train_indices, self._labeled_selection_indices])
+
+    @property
+    def labeled_held_out(self):
+        """Bool array aligned with `labeled_indices`: True for the held-out selection set's
+        samples (seen by the snapshot selection, never trained on)."""
+        return np.concatenate(
+            [
+                np.zeros(len(self.train_indices), bool),
+                np.ones(len(self._labeled_selection_indices), bool),
+            ]
+        )
+
+    @property
+    def _labeled_selection_indices(self):
+        if self.selection_from_unlabeled:
+            return self.selection_indices[:0]
+        return self.selection_indices
 
     @property
     def labeled_noisy_labels(self):
@@ -146,6 +170,7 @@ class TrainingData:
             "num_train": int(len(self.train_indices)),
             "num_meta": int(len(self.meta_indices)),
             "num_selection": int(len(self.selection_indices)),
+            "selection_from_unlabeled": self.selection_from_unlabeled,
             "num_test": int(len(self.dataset.y_test)),
             "batch_size": self.batch_size,
             "meta_batch_size": self.meta_batch_size,

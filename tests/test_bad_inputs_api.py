@@ -231,6 +231,15 @@ CASES = {
         lambda: from_arrays(X, Y, test_fraction=math.nan),
         ["`test_fraction`", "test_fraction=nan"],
     ),
+    # A head-only virtual step where no meta update takes a virtual step.
+    "CLIDMUModel head virtual step with meta_objective none": (
+        lambda: CLIDMUModel(backbones.mlp((6,), 3), meta_objective="none", virtual_step="head"),
+        ["`virtual_step`", "virtual_step='head'", "meta_objective='none'"],
+    ),
+    "run_search head virtual step with meta_objective none": (
+        lambda: search(meta_objective="none", virtual_step="head"),
+        ["`virtual_step`", "virtual_step='head'", "meta_objective='none'"],
+    ),
     # A6: a softmax that cannot be turned back into logits.
     "softmax inside a nested model": (
         lambda: CLIDMUModel(nested_softmax_model(), feature_layer="hidden"),
@@ -281,3 +290,72 @@ def test_declared_empty_classes_are_kept_but_said_loudly():
     assert data.num_classes == 5
     with pytest.warns(UserWarning, match="no training sample"):
         assert from_arrays(X, Y, class_names="abcde").num_classes == 5
+
+
+def _bool_arguments():
+    """Every public bool argument of the library's entry points, as calls taking its value."""
+    from clidmu_tf.callbacks import TrainingDynamicsRecorder
+    from clidmu_tf.cli.training_job import TrainingJob
+    from clidmu_tf.export import export_ensemble
+    from clidmu_tf.pipelines import Augmentation, load_dataset, stratified_split
+    from clidmu_tf.tuning import CLIDMUHyperModel
+
+    def hypermodel_fit(value):
+        import keras_tuner
+
+        return CLIDMUHyperModel((6,), 3).fit(keras_tuner.HyperParameters(), None, X, Y, shuffle=value)
+
+    return {
+        "load_dataset stream": lambda value: load_dataset("digits", stream=value),
+        "make_training_data augment_meta": lambda value: make_training_data(
+            dataset(), augment_meta=value
+        ),
+        "Augmentation flip": lambda value: Augmentation(flip=value),
+        "stratified_split balanced": lambda value: stratified_split(
+            Y, size=3, seed=0, balanced=value
+        ),
+        "TrainingDynamicsRecorder resume": lambda value: TrainingDynamicsRecorder(
+            X, Y, resume=value
+        ),
+        "CLIDSnapshotEnsemble resume": lambda value: CLIDSnapshotEnsemble(
+            X, directory="snapshots", resume=value
+        ),
+        "run_search tune_new_entries": lambda value: search(tune_new_entries=value),
+        "run_search overwrite": lambda value: search(overwrite=value),
+        "CLIDMUHyperModel tunable": lambda value: CLIDMUHyperModel((6,), 3, tunable=value),
+        "CLIDMUHyperModel.fit shuffle": hypermodel_fit,
+        "export_ensemble overwrite": lambda value: export_ensemble(
+            keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)]), "export",
+            overwrite=value,
+        ),
+        "TrainingJob overwrite": lambda value: TrainingJob({}, "run", overwrite=value),
+        "TrainingJob resume": lambda value: TrainingJob({}, "run", resume=value),
+    }
+
+
+BOOL_ARGUMENTS = _bool_arguments()
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None], ids=["str", "int", "None"])
+@pytest.mark.parametrize("call", BOOL_ARGUMENTS.values(), ids=BOOL_ARGUMENTS.keys())
+def test_bool_arguments_refuse_anything_but_a_bool(call, value, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    name = [key for key, entry in BOOL_ARGUMENTS.items() if entry is call][0].split()[-1]
+    with pytest.raises(ValueError) as raised:
+        call(value)
+    assert str(raised.value) == (
+        f"Received an invalid value for `{name}`, expected a bool (True or False). "
+        f"Received: {name}={value!r}"
+    )
+    assert not any(tmp_path.iterdir()), "a refused call left files behind"
+
+
+def test_numpy_bools_are_accepted_as_bools():
+    from clidmu_tf.pipelines import Augmentation, load_dataset, stratified_split
+    from clidmu_tf.validation import check_bool
+
+    assert check_bool("flag", np.True_) is True and check_bool("flag", np.array([False])[0]) is False
+    assert Augmentation(flip=np.True_).flip is True
+    assert load_dataset("digits", stream=np.False_).num_classes == 10
+    selected, _ = stratified_split(Y, size=3, seed=0, balanced=np.True_)
+    np.testing.assert_array_equal(selected, stratified_split(Y, size=3, seed=0, balanced=True)[0])

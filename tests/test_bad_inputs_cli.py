@@ -233,6 +233,14 @@ CASES = {
         train("--noise", "asymmetric:0.4"), FAILED, ["--class-map"],
     ),
     "--resume with nothing to resume": (train("--resume"), USAGE, ["no unfinished run"]),
+    "--virtual-step head with --method ce": (
+        train("--method", "ce", "--virtual-step", "head"), USAGE,
+        ["--virtual-step=head", "--method=ce", "no"],
+    ),
+    "tune --virtual-step head with --method ce": (
+        ["tune", "--out", "{out}", "--method", "ce", "--virtual-step", "head"], USAGE,
+        ["--virtual-step=head", "--method=ce"],
+    ),
     "--resume with --overwrite": (
         train("--resume", "--overwrite"), USAGE, ["--overwrite", "--resume", "not both"],
     ),
@@ -275,10 +283,13 @@ def test_tune_refuses_to_resume_a_search_with_other_options(tmp_path, capsys):
     settings = {"dataset": "digits", "noise": "symmetric:0.2", "backbone": ["mlp"]}
     (out / "search_settings.json").write_text(json.dumps(settings))
     code, _, err = run_cli(
-        capsys, ["tune", "--out", str(out), "--noise", "symmetric:0.4", "--backbone", "small_cnn"]
-    )
+        capsys,
+        ["tune", "--out", str(out), "--noise", "symmetric:0.4", "--backbone", "small_cnn",
+         "--labeled-fraction", "0.5"],
+    )  # fmt: skip
     assert code == USAGE
-    for word in ("--noise 'symmetric:0.2' then, 'symmetric:0.4' now", "--backbone", "--overwrite"):
+    for word in ("--noise 'symmetric:0.2' then, 'symmetric:0.4' now", "--backbone", "--overwrite",
+                 "--labeled-fraction None then, 0.5 now"):  # fmt: skip
         assert word in err, err
 
 
@@ -496,6 +507,81 @@ def test_resume_refuses_other_options(tmp_path, capsys):
     assert code == FAILED
     assert "--epochs 4 then, 1 now" in err and "--overwrite" in err
     assert "The run failed" not in err
+
+
+def _directory_state(path):
+    """Every file under `path` with its bytes and modification time."""
+    return {
+        str(file.relative_to(path)): (file.read_bytes(), file.stat().st_mtime_ns)
+        for file in sorted(path.rglob("*"))
+        if file.is_file()
+    }
+
+
+def test_resume_compares_what_the_options_came_to_and_a_refusal_changes_nothing(
+    tmp_path, capsys
+):
+    out = tmp_path / "run"
+    # A run that fails in its first batch (diverged), leaving a partial report to resume.
+    diverging = [*QUICK, "--learning-rate", "1e6", "--lr-schedule", "constant",
+                 "--snapshot-selection", "held-out"]  # fmt: skip
+    code, _, err = run_cli(capsys, ["train", "--out", str(out), *diverging])
+    assert code == FAILED and "diverged" in err
+    partial = RunReport.load(out, allow_unfinished=True)
+    resolved = partial["resolved_options"]
+    assert resolved["selection_size"] == partial["data"]["num_selection"] == 15
+    # The defaults the first run resolved, now given explicitly: the same settings, so the
+    # run is continued (and fails the same way), not refused.
+    same = [
+        "--selection-size", "15", "--augment", "none", "--meta-learning-rate", "0.001",
+        "--meta-size", str(resolved["meta_size"]),
+        "--meta-batch-size", str(resolved["meta_batch_size"]),
+        "--labeled-fraction", "1",
+    ]  # fmt: skip
+    code, _, err = run_cli(capsys, ["train", "--out", str(out), *diverging, *same, "--resume"])
+    assert code == FAILED and "diverged" in err and "differ" not in err, err
+    # The failed resume says so in the report, with its own error.
+    resumed = RunReport.load(out, allow_unfinished=True)
+    assert resumed["status"] == "failed" and "diverged" in resumed["error"]["message"]
+    # Other values are still refused, naming what each came to, and nothing changes.
+    before = _directory_state(out)
+    argv = ["train", "--out", str(out), *diverging, "--selection-size", "16", "--resume"]
+    code, _, err = run_cli(capsys, argv)
+    assert code == FAILED
+    assert "--selection-size None (came to 15) then, 16 now" in err, err
+    assert "The run failed" not in err
+    assert _directory_state(out) == before
+
+
+def test_a_failed_resume_is_marked_failed_and_can_be_resumed_again(tmp_path, capsys, monkeypatch):
+    from clidmu_tf.cli import training_job
+
+    out = tmp_path / "run"
+    _fake_finished_run(out)
+
+    def fail(self):
+        raise RuntimeError("the accelerator caught fire")
+
+    # An --overwrite run killed while training leaves the earlier run set aside, and a
+    # running report (simulated here by a run that fails after setting the earlier one aside).
+    monkeypatch.setattr(training_job.TrainingJob, "_evaluate", fail)
+    monkeypatch.setattr(training_job.TrainingJob, "_fail", lambda self, error: None)
+    assert run_cli(capsys, ["train", "--out", str(out), "--overwrite", *QUICK])[0] == FAILED
+    assert RunReport.load(out, allow_unfinished=True)["status"] == "running"
+    assert (out / RunDirectory.REPLACED).is_dir()
+    monkeypatch.undo()
+    monkeypatch.setattr(training_job.TrainingJob, "_evaluate", fail)
+    code, _, err = run_cli(capsys, ["train", "--out", str(out), *QUICK, "--resume"])
+    assert code == FAILED and "caught fire" in err
+    report = RunReport.load(out, allow_unfinished=True)
+    assert report["status"] == "failed" and "caught fire" in report["error"]["message"]
+    # What it continues from is kept: resumed once more, it ends the run.
+    assert (out / RunDirectory.REPLACED).is_dir()
+    monkeypatch.undo()
+    code, _, err = run_cli(capsys, ["train", "--out", str(out), *QUICK, "--resume"])
+    assert code == 0, err
+    assert RunReport.load(out)["status"] == "completed"
+    assert not (out / RunDirectory.REPLACED).exists()
 
 
 def test_export_verifies_a_model_with_large_logits_at_its_own_precision(tmp_path):

@@ -247,7 +247,10 @@ def test_inspect_ranks_the_likely_wrong_labels_as_csv(tiny_run, capsys, tmp_path
     assert list(rows[0]) == [
         "rank", "index", "weight", "given_label", "predicted_label", "confidence",
         "label_quality", "given_name", "predicted_name", "true_label", "label_is_wrong",
+        "held_out",
     ]  # fmt: skip
+    # The run held nothing out (the paper's snapshot selection).
+    assert {row["held_out"] for row in rows} == {"0"}
     qualities = [float(row["label_quality"]) for row in rows]
     assert qualities == sorted(qualities)
     assert [int(row["rank"]) for row in rows] == list(range(1, 8))
@@ -266,6 +269,16 @@ def test_inspect_ranks_the_likely_wrong_labels_as_csv(tiny_run, capsys, tmp_path
     assert main(["inspect", tiny_run, "--all", "--output", str(output)]) == 0
     with open(output, newline="") as handle:
         assert len(list(csv.DictReader(handle))) == len(labels["indices"])
+
+
+def test_training_labels_of_an_older_run_mark_its_held_out_samples(tmp_path):
+    # Runs written before the marks were kept listed the held-out samples last.
+    np.savez(tmp_path / RunDirectory.TRAINING_LABELS, indices=np.arange(5), given=np.zeros(5),
+             true=np.zeros(5))  # fmt: skip
+    report = {"status": "completed", "config": {}, "data": {"num_selection": 2}}
+    (tmp_path / RunReport.FINAL_NAME).write_text(json.dumps(report))
+    held_out = RunDirectory(tmp_path).training_labels()["held_out"]
+    assert held_out.tolist() == [False, False, False, True, True]
 
 
 @pytest.mark.parametrize("score", ["final_weight", "ensemble"])
@@ -472,6 +485,24 @@ def test_tune_batch_size_fixes_the_batch_size_the_search_would_choose(tmp_path, 
                              "--max-trials", "1", "--epochs", "1", "--verbose", "0")
     assert status == cli_utils.EXIT_USAGE and "--batch-size 24 then, None now" in err
 
+
+def test_the_baseline_beside_a_head_only_virtual_step_trains_without_one(tmp_path, capsys):
+    from clidmu_tf.cli.run_directory import load_keras_file
+
+    out = tmp_path / "run"
+    status, _, err = run_cli(
+        capsys, "train", "--out", str(out), "--limit-train", "150", "--backbone", "mlp",
+        "--epochs", "1", "--batch-size", "50", "--export-formats", "none", "--verbose", "0",
+        "--virtual-step", "head",
+    )  # fmt: skip
+    assert status == 0, err
+    report = RunReport.load(out)
+    assert report["config"]["virtual_step"] == "head"
+    assert report["baseline_test_accuracy"] is not None
+    assert load_keras_file(out / RunDirectory.MODEL).virtual_step == "head"
+    assert load_keras_file(out / RunDirectory.BASELINE_MODEL).virtual_step == "full"
+
+
 MIRRORED_ON_TWO_CPUS = """
 import sys
 import tensorflow as tf
@@ -511,6 +542,22 @@ def test_train_under_a_mirrored_strategy(tmp_path):
     issues = report["label_issues"]
     assert issues["num_samples"] == 200
     assert issues["num_flipped"] == int(np.sum(labels["given"] != labels["true"]))
+    # inspect and label_issues mark the held-out samples: those make_training_data holds
+    # out for the same options.
+    from clidmu_tf import label_issues
+    from clidmu_tf.pipelines import make_training_data
+
+    held_out = make_training_data(
+        "digits", noise="instance", noise_rate=0.4, train_size=200, selection_size=20,
+        batch_size=50, augment=None, seed=0,
+    ).selection_indices  # fmt: skip
+    assert main(["inspect", str(out), "--all", "--output", str(tmp_path / "all.csv")]) == 0
+    with open(tmp_path / "all.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(int(row["index"]) for row in rows if row["held_out"] == "1") == list(held_out)
+    assert sum(row["held_out"] == "0" for row in rows) == 180
+    marks = label_issues(str(out))["held_out"]
+    np.testing.assert_array_equal(np.sort(labels["indices"][marks]), held_out)
 
 
 @pytest.mark.parametrize(

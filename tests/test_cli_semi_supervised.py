@@ -47,6 +47,7 @@ def test_train_on_a_labelled_fraction_with_an_unlabelled_folder(folders, tmp_pat
     status, _, err = run_cli(
         capsys, "train", "--out", str(out), "--dataset", str(folders / "labelled"),
         "--labeled-fraction", "0.5", "--unlabeled-dir", str(folders / "unlabelled"), *QUICK,
+        "--snapshot-selection", "held-out",
     )  # fmt: skip
     assert status == 0, err
     report = RunReport.load(out)
@@ -57,9 +58,13 @@ def test_train_on_a_labelled_fraction_with_an_unlabelled_folder(folders, tmp_pat
     assert (data["labeled_fraction"], data["unlabeled_images"]) == (0.5, UNLABELED)
     # The default meta set, a fifth of the training pool, drawn from the unlabelled samples.
     assert data["num_meta"] == 58 // 5
+    # The held-out selection set (a tenth of 58) is drawn from them too, costing no label:
+    # the labelled half is still all trained on.
+    assert data["num_selection"] == 5 and data["selection_from_unlabeled"]
+    assert report["ensemble"]["members"] and "held_out_clid" in report["method"]["epochs"][0]
     # Only the labelled half is trained on and ranked.
     labels = np.load(out / RunDirectory.TRAINING_LABELS)
-    assert len(labels["indices"]) == 29
+    assert len(labels["indices"]) == 29 and not labels["held_out"].any()
     counts = np.bincount(labels["true"], minlength=3)
     assert counts.min() >= 9 and counts.max() <= 10  # stratified
 

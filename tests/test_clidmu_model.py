@@ -517,3 +517,13 @@ def test_a_second_fit_costs_no_more_than_the_first():
     assert threading.get_ident() not in destroyed_on, destroyed_on
     # The first fit also traces the step.
     assert durations[1] <= durations[0] + 0.5, durations
+
+
+def test_a_saved_cross_entropy_model_with_a_head_virtual_step_still_loads():
+    # Saved before virtual_step="head" was refused without a meta update (the command
+    # line's baseline beside a head-only method), where it changed nothing.
+    with pytest.raises(ValueError, match="virtual_step='head' with meta_objective='none'"):
+        tiny_model(meta_objective="none", virtual_step="head")
+    config = tiny_model(meta_objective="none").get_config()
+    loaded = CLIDMUModel.from_config({**config, "virtual_step": "head"})
+    assert (loaded.meta_objective, loaded.virtual_step) == ("none", "full")

@@ -302,6 +302,43 @@ def test_held_out_selection_set_is_never_trained_on_nor_in_the_meta_set(tagged):
     assert plain.selection_stream is None and len(plain.selection_indices) == 0
 
 
+def test_held_out_selection_set_is_drawn_from_the_unlabeled_samples_when_there_are_some(tagged):
+    options = dict(labeled_fraction=0.5, meta_size=100, noise="symmetric", noise_rate=0.4, seed=3)
+    plain = make_training_data(tagged, **options)
+    held = make_training_data(tagged, selection_size=60, **options)
+    # It costs no labelled sample: training and the meta set are those of a run without it.
+    np.testing.assert_array_equal(held.train_indices, plain.train_indices)
+    np.testing.assert_array_equal(held.meta_indices, plain.meta_indices)
+    selection = set(held.selection_indices)
+    unlabeled = set(range(NUM_SAMPLES)) - set(held.train_indices)
+    assert len(selection) == 60 and selection <= unlabeled - set(held.meta_indices)
+    # Its samples have no given label, so label issues are looked for among the others only.
+    assert held.selection_from_unlabeled and len(held.selection_noisy_labels) == 0
+    np.testing.assert_array_equal(held.labeled_indices, held.train_indices)
+    assert not held.labeled_held_out.any()
+    served = np.concatenate([batch.numpy()[:, 0] for batch in held.selection_stream])
+    np.testing.assert_array_equal(served, held.selection_indices)
+    # Seeded and deterministic.
+    again = make_training_data(tagged, selection_size=60, **options)
+    np.testing.assert_array_equal(again.selection_indices, held.selection_indices)
+    other = make_training_data(tagged, selection_size=60, **{**options, "seed": 4})
+    assert set(other.selection_indices) != selection
+    # Unlabelled inputs count too (positions from NUM_SAMPLES on).
+    extra = np.stack([np.arange(10_000, 10_040), np.zeros(40)], axis=1).astype(np.float32)
+    only_extra = make_training_data(
+        tagged, unlabeled_inputs=extra, meta_size=20, selection_size=20, seed=3
+    )
+    assert len(only_extra.train_indices) == NUM_SAMPLES
+    assert set(only_extra.selection_indices) == set(range(NUM_SAMPLES, NUM_SAMPLES + 40)) - set(
+        only_extra.meta_indices
+    )
+    # Too few unlabelled samples outside the meta set: refused, saying how many there are.
+    with pytest.raises(ValueError) as raised:
+        make_training_data(tagged, selection_size=201, **options)
+    assert "`selection_size`" in str(raised.value) and "200 of them are left" in str(raised.value)
+    assert "Received: selection_size=201" in str(raised.value)
+
+
 def test_default_selection_size():
     from clidmu_tf.pipelines import default_selection_size
 

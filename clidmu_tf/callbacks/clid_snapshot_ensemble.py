@@ -8,7 +8,12 @@ from clidmu_tf.atomic_files import save_weights_atomically
 from clidmu_tf.callbacks import snapshot_store
 from clidmu_tf.metrics.clid import CLID
 from clidmu_tf.model_inputs import check_model_inputs, input_batches
-from clidmu_tf.validation import check_positive_float, check_positive_int, invalid_value
+from clidmu_tf.validation import (
+    check_bool,
+    check_positive_float,
+    check_positive_int,
+    invalid_value,
+)
 
 DEFAULT_TEMPERATURE = 0.5
 
@@ -121,6 +126,7 @@ class CLIDSnapshotEnsemble(keras.callbacks.Callback):
                 "monitor", "a log name of its own such as 'meta_clid', not a Keras log", monitor
             )
         self.monitor = monitor
+        resume = check_bool("resume", resume)
         self.top_k = check_positive_int("top_k", top_k)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.temperature = None if temperature is None else check_positive_float(

@@ -7,7 +7,7 @@ import numpy as np
 from clidmu_tf.atomic_files import read_arrays, write_bytes_atomically
 from clidmu_tf.label_issue_ranking import count_label_issues
 from clidmu_tf.model_inputs import check_model_inputs, labelled_input_batches, num_samples
-from clidmu_tf.validation import check_positive_int, invalid_value
+from clidmu_tf.validation import check_bool, check_positive_int, invalid_value
 
 # The signals kept per epoch: `[E, N]` each, but `num_label_issues`, `[E]`.
 PER_EPOCH_SIGNALS = ("given_probability", "margin", "weight", "num_label_issues")
@@ -83,6 +83,7 @@ class TrainingDynamicsRecorder(keras.callbacks.Callback):
 
     def __init__(self, x, y, path=None, batch_size=256, resume=False):
         super().__init__()
+        resume = check_bool("resume", resume)
         labels = np.asarray(y)
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
             raise invalid_value("y", "a 1-D array of integer class ids", y)

@@ -17,10 +17,12 @@ def register_subparser(commands):
         "from what training recorded (no extra training; clidmu_tf.label_issues), most "
         "suspicious first, as CSV: rank, index (position in the dataset's training split), "
         "the final meta-model's weight, given label, the snapshot ensemble's prediction and "
-        "confidence, label_quality (the --score, lower meaning more likely wrong) and, when "
-        "the noise was injected, the true label. The estimate of how many labels are wrong "
-        "(the largest of cleanlab's confident-learning counts on the class probabilities of "
-        "each of the first third of the epochs), a suggested cut-off, is printed to stderr.",
+        "confidence, label_quality (the --score, lower meaning more likely wrong), when the "
+        "noise was injected the true label, and held_out (1 for the samples of the held-out "
+        "selection set of train --snapshot-selection held-out, never trained on, else 0). "
+        "The estimate of how many labels are wrong (the largest of cleanlab's "
+        "confident-learning counts on the class probabilities of each of the first third of "
+        "the epochs), a suggested cut-off, is printed to stderr.",
     )
     inspect.set_defaults(handler=run, parser=inspect)
     inspect.add_argument("run_dir", metavar="RUN_DIR")
@@ -64,6 +66,7 @@ def run(args):
         true=labels["true"] if noise_known else None,
         class_names=report["data"].get("class_names"),
         top=None if args.all else args.top,
+        held_out=labels["held_out"],
     )
     write_label_errors_csv(args.output or sys.stdout, rows)
     print(suggestion_sentence(issues["num_issues"], len(labels["given"])), file=sys.stderr)

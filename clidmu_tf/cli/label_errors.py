@@ -10,7 +10,9 @@ BASE_COLUMNS = (
 )  # fmt: skip
 
 
-def rank_label_errors(issues, given, *, indices=None, true=None, class_names=None, top=None):
+def rank_label_errors(
+    issues, given, *, indices=None, true=None, class_names=None, top=None, held_out=None
+):
     """The training samples in the order of `clidmu_tf.label_issues`, most suspicious first.
 
     Args:
@@ -22,13 +24,17 @@ def rank_label_errors(issues, given, *, indices=None, true=None, class_names=Non
         true: the true labels `[N]` when they are known (injected noise), or None.
         class_names: the class names, or None to write class ids only.
         top: how many rows to return; all when None.
+        held_out: bool `[N]`, True for the samples of the held-out selection set
+            (`train --snapshot-selection held-out`), or None when unknown.
 
     Returns:
         A list of dicts with the keys `rank`, `index`, `weight` (the final meta-model's
         weight, None without one), `given_label`, `predicted_label`, `confidence` (the
         predicted class's probability), `label_quality` (the ranking's score, lower meaning
-        more likely wrong), then `given_name` and `predicted_name` with class names, and
-        `true_label` and `label_is_wrong` when `true` is given.
+        more likely wrong), then `given_name` and `predicted_name` with class names,
+        `true_label` and `label_is_wrong` when `true` is given, and `held_out` (1 for a
+        sample of the held-out selection set, never trained on, else 0) when `held_out` is
+        given.
 
     Example:
 
@@ -62,6 +68,8 @@ def rank_label_errors(issues, given, *, indices=None, true=None, class_names=Non
         if true is not None:
             row["true_label"] = int(true[position])
             row["label_is_wrong"] = bool(true[position] != given[position])
+        if held_out is not None:
+            row["held_out"] = int(held_out[position])
         rows.append(row)
     return rows
 

@@ -50,6 +50,8 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     cli_utils.quiet_tensorflow(args.verbose)
+    partial = os.path.join(getattr(args, "out", None) or "", RunReport.PARTIAL_NAME)
+    partial_before = _read_text(partial) if args.command == "train" else None
     try:
         return args.handler(args) or 0
     except (ValueError, OSError, RuntimeError, ImportError) as error:
@@ -62,8 +64,7 @@ def main(argv=None):
                 "more characters)"
             )
         print(f"{cli_utils.PROG} {args.command}: error: {message}", file=sys.stderr)
-        partial = os.path.join(getattr(args, "out", None) or "", RunReport.PARTIAL_NAME)
-        if args.command == "train" and _failed_here(partial):
+        if args.command == "train" and _failed_here(partial, partial_before):
             print(
                 f"The run failed; its partial report is {partial}. Once the cause is removed, "
                 "the same command with --resume continues it from its last completed epoch.",
@@ -72,12 +73,22 @@ def main(argv=None):
         return cli_utils.EXIT_FAILED
 
 
-def _failed_here(partial):
-    """Whether `partial` is the report of a run that failed, not one refused before it began
-    (a run locked by another process, or a killed run whose --resume was refused, keeps its
-    own report, still marked running)."""
-    try:
-        with open(partial, encoding="utf-8") as handle:
-            return json.load(handle).get("status") == "failed"
-    except (OSError, ValueError):
+def _failed_here(partial, before):
+    """Whether `partial` is the report of a run that failed here, not one refused before it
+    began: a run locked by another process, or an unfinished run whose --resume was refused,
+    keeps its own report as it was (`before`, its text when the command started)."""
+    text = _read_text(partial)
+    if text is None or text == before:
         return False
+    try:
+        return json.loads(text).get("status") == "failed"
+    except ValueError:
+        return False
+
+
+def _read_text(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError):
+        return None

@@ -24,8 +24,9 @@ class RunDirectory:
     - `export/`: the exported ensemble (`saved_model/`, `model.onnx`, `model_card.json`).
     - `plots/`: the PNG figures.
     - `training_labels.npz`: the samples with a given label (those trained on, then the
-      held-out selection set's), with their given (noisy) and true labels and the
-      meta-model's per-sample weights.
+      held-out selection set's unless it came from unlabelled samples), with their given
+      (noisy) and true labels, whether each belongs to the held-out selection set
+      (`held_out`) and the meta-model's per-sample weights.
     - `training_dynamics.npz`: per epoch and labelled sample, the given label's probability
       and margin and the meta-model's weight, and per epoch cleanlab's count of label issues
       (`TrainingDynamicsRecorder`).
@@ -270,22 +271,30 @@ class RunDirectory:
             raise FileNotFoundError(f"The run in {self.path!r} has no {which} model ({name}).")
         return load_keras_file(path)
 
-    def save_training_labels(self, *, indices, given, true, weights=None):
-        """Records the labelled samples' positions, given and true labels, and weights."""
-        arrays = {"indices": indices, "given": given, "true": true}
+    def save_training_labels(self, *, indices, given, true, held_out, weights=None):
+        """Records the labelled samples' positions, given and true labels, whether each is in
+        the held-out selection set, and weights."""
+        arrays = {"indices": indices, "given": given, "true": true, "held_out": held_out}
         if weights is not None:
             arrays["weights"] = weights
         np.savez(self.join(self.TRAINING_LABELS), **arrays)
 
     def training_labels(self):
-        """The arrays `save_training_labels` wrote, as a dict."""
+        """The arrays `save_training_labels` wrote, as a dict; `held_out` is a bool array."""
         path = self.join(self.TRAINING_LABELS)
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"The run in {self.path!r} has no {self.TRAINING_LABELS}: it did not get as far "
                 "as loading its data."
             )
-        return read_arrays(path)
+        labels = read_arrays(path)
+        if "held_out" not in labels:
+            # Written before the marks were kept: the held-out selection set's samples, if
+            # any, were the last ones (`TrainingData.labeled_indices`).
+            held = self.report(allow_unfinished=True).get("data", {}).get("num_selection", 0)
+            labels["held_out"] = np.arange(len(labels["given"])) >= len(labels["given"]) - held
+        labels["held_out"] = labels["held_out"].astype(bool)
+        return labels
 
     def load_dataset(self, allow_unfinished=False):
         """Loads the run's dataset again from its configuration, as training loaded it."""

@@ -60,7 +60,8 @@ def register_subparser(commands):
         "--virtual-step", choices=("full", "head"), default=defaults["virtual_step"],
         help="full (default, the paper's): the virtual step updates every classifier weight; "
         "head: only the last (logits) layer, with the features held fixed, a step that costs "
-        "little more than a plain one (see BENCHMARKS.md).",
+        "little more than a plain one (see BENCHMARKS.md). Refused with --method ce, which has "
+        "no meta update; the cross-entropy baseline trains without one whatever it says.",
     )
     train.add_argument("--learning-rate", type=positive_float, metavar="LR",
                        default=defaults["learning_rate"],
@@ -84,7 +85,9 @@ def register_subparser(commands):
         help="meta-set (default, the paper's rule): rank the epochs by CLID on the meta set; "
         "held-out: by CLID on a selection set of samples left out of training (their labels "
         "unread), which memorised labels cannot fool, at the cost of training on fewer "
-        "samples (see BENCHMARKS.md, 'Memorisation and selection').",
+        "samples (see BENCHMARKS.md, 'Memorisation and selection'); with --labeled-fraction "
+        "or --unlabeled-dir it is drawn from the unlabelled samples outside the meta set, at "
+        "no such cost.",
     )
     train.add_argument(
         "--selection-size", type=positive_int, metavar="N",
@@ -108,7 +111,9 @@ def register_subparser(commands):
     train.add_argument(
         "--resume", action="store_true",
         help="continue the unfinished run in --out (killed, or failed) from its last completed "
-        "epoch; give the same options as the command that started it.",
+        "epoch; give the same options as the command that started it (an option given at the "
+        "value its default came to, such as --selection-size, counts as the same). A refused "
+        "resume changes nothing; a failed one is marked failed and can be resumed again.",
     )
     train.add_argument(
         "--distribute", choices=training_job.DISTRIBUTIONS, default=defaults["distribute"],
@@ -130,6 +135,10 @@ def register_subparser(commands):
 def run(args):
     """Checks the arguments, trains, and prints the comparison; returns the exit status."""
     cli_utils.check_data_arguments(args, method=args.method)
+    try:
+        training_job.check_method_virtual_step(args.method, args.virtual_step)
+    except ValueError as error:
+        cli_utils.fail_usage(args, str(error))
     if args.overwrite and args.resume:
         cli_utils.fail_usage(args, "pass either --overwrite (start afresh) or --resume, not both.")
     chief = True

@@ -12,6 +12,7 @@ import numpy as np
 
 from clidmu_tf.cli.run_directory import RunDirectory, load_keras_file
 from clidmu_tf.cli.run_report import RunReport
+from clidmu_tf.validation import check_bool, check_virtual_step
 
 # Each method is a meta-model and a meta objective of `CLIDMUModel`.
 METHODS = {
@@ -69,6 +70,12 @@ DEFAULTS = {
     "labeled_fraction": None,
     "unlabeled_dir": None,
 }
+# The options whose default is resolved when the run starts, from the data, the backbone or
+# the library: `--resume` compares what they came to, not how they were spelt.
+RESOLVED_OPTIONS = (
+    "backbone", "augment", "meta_size", "meta_batch_size", "selection_size",
+    "meta_learning_rate", "labeled_fraction", "class_map", "limit_train", "image_size",
+)  # fmt: skip
 # The classifier optimiser's other settings, the library's defaults (momentum 0.9 and the
 # Keras equivalent of the paper's coupled weight decay).
 MOMENTUM = 0.9
@@ -119,6 +126,26 @@ def parse_noise(spec):
             f"colon, e.g. {kind}:0.4. Received: --noise={spec!r}"
         )
     return kind, rate
+
+
+def check_method_virtual_step(method, virtual_step):
+    """Refuses `--virtual-step head` with a `--method` that has no meta update.
+
+    The rule is the library's (`CLIDMUModel` refuses `virtual_step="head"` with
+    `meta_objective="none"`), checked here, before any data is loaded, in the options'
+    own words.
+
+    Raises:
+        ValueError: naming `--virtual-step` and `--method` and their values.
+    """
+    try:
+        check_virtual_step(virtual_step, METHODS[method][1])
+    except ValueError:
+        raise ValueError(
+            f"--virtual-step {virtual_step} restricts the virtual step of the meta update, and "
+            f"--method {method} trains plain cross-entropy, without one; leave --virtual-step "
+            f"at full. Received: --virtual-step={virtual_step}, --method={method}"
+        ) from None
 
 
 def make_strategy(name):
@@ -211,14 +238,18 @@ class TrainingJob:
     non-finite batch) leaves `report.partial.json` marked `"failed"` with the error, the
     snapshots kept so far and what `resume` needs, but no `model.keras`, so a failed run
     never looks like a result. After every epoch the training state is backed up with
-    Keras's `BackupAndRestore`, so a run killed outright continues with `resume=True`.
+    Keras's `BackupAndRestore`, so a run killed outright continues with `resume=True`. A
+    resumed run that fails is marked `"failed"` and keeps what it continues from, so it can
+    be resumed again; one refused (other options) leaves the directory as it was.
 
     Args:
         config: a dict with the keys of `DEFAULTS` (missing keys take those values).
         directory: the run directory; created (or, with `overwrite`, replaced).
         overwrite: whether an earlier run in `directory` may be replaced.
         resume: whether to continue the unfinished run in `directory` from its last
-            completed epoch (its configuration must equal `config`).
+            completed epoch. Its options must come to the same settings as `config` (an
+            option of `RESOLVED_OPTIONS` given at the value its default came to counts as
+            the same); otherwise a `ValueError` is raised before anything is written.
         verbose: Keras verbosity of `fit` (0 silent, 1 progress bars, 2 one line per
             epoch); stage messages are printed unless it is 0.
         stream: where stage messages go.
@@ -254,6 +285,9 @@ class TrainingJob:
                 "snapshot_selection='meta-set' does not use. Received: selection_size="
                 f"{self.config['selection_size']!r} with snapshot_selection='meta-set'"
             )
+        overwrite = check_bool("overwrite", overwrite)
+        resume = check_bool("resume", resume)
+        check_method_virtual_step(self.config["method"], self.config["virtual_step"])
         self.noise_kind, self.noise_rate = parse_noise(self.config["noise"])
         self.run_directory = RunDirectory(directory)
         self.run_directory.check_writable(overwrite, resume)
@@ -299,21 +333,38 @@ class TrainingJob:
                     f"Found the lock of process {self.run_directory.stale_lock_pid}, which is no "
                     "longer running (a killed run); taking the directory over."
                 )
-            if self.resume:
-                self._check_resumable()
+            # With `resume`, the options are compared in `_prepare` once the data they
+            # resolve against is loaded, before anything is written.
             self._prepare()
             return self._write_run()
 
     def _check_resumable(self):
-        """Raises unless the unfinished run was started with this job's configuration."""
-        earlier = RunReport.load(self.run_directory.path, allow_unfinished=True)["config"]
-        current = json.loads(json.dumps(self.config))
-        differing = sorted(key for key in current if earlier.get(key) != current[key])
-        if differing:
-            details = ", ".join(
-                f"--{key.replace('_', '-')} {earlier.get(key)!r} then, {current[key]!r} now"
-                for key in differing
-            )
+        """Raises unless the unfinished run was started with this job's settings.
+
+        Every option is compared; those of `RESOLVED_OPTIONS` by what they came to (the
+        report's `resolved_options`), so that `--selection-size 20` continues a run started
+        without it whose default came to 20, while 21 is refused. A report written before
+        the resolved values were kept is compared option by option as given.
+        """
+        earlier = RunReport.load(self.run_directory.path, allow_unfinished=True)
+        given_then, given_now = earlier["config"], json.loads(json.dumps(self.config))
+        resolved_then = earlier.get("resolved_options")
+        resolved_now = json.loads(json.dumps(self.resolved_options))
+        details = []
+        for key in sorted(given_now):
+            then, now = given_then.get(key), given_now[key]
+            if resolved_then is not None and key in resolved_now:
+                if resolved_then.get(key) == resolved_now[key]:
+                    continue
+                then = _came_to(then, resolved_then.get(key))
+                now = _came_to(now, resolved_now[key])
+            elif then == now:
+                continue
+            else:
+                then, now = repr(then), repr(now)
+            details.append(f"--{key.replace('_', '-')} {then} then, {now} now")
+        if details:
+            details = ", ".join(details)
             raise ValueError(
                 f"--resume continues the run in {self.run_directory.path!r} with the options it "
                 f"was started with, and these differ: {details}. Repeat its command, or pass "
@@ -329,9 +380,10 @@ class TrainingJob:
             if self.overwrite:
                 directory.replace_aside()
             self.report = RunReport(directory.path, self.config)
-        os.makedirs(directory.plots, exist_ok=True)
+            self.report["resolved_options"] = self.resolved_options
         status = "completed"
         try:
+            os.makedirs(directory.plots, exist_ok=True)
             self._record_data()
             try:
                 self._train_method()
@@ -371,13 +423,17 @@ class TrainingJob:
             )
 
     def _fail(self, error):
-        """Marks the run failed; a run that replaced another gives the earlier one back."""
+        """Marks the run failed; a new run that replaced another gives the earlier one back.
+
+        A resumed run is only marked failed: it keeps what it continues from (and a
+        `.replaced-run/` its first start set aside), so that it can be resumed again.
+        """
         directory = self.run_directory
         for name in (RunDirectory.MODEL, RunDirectory.BASELINE_MODEL):
             # A model that did not end its training is not a result (predict would serve it).
             if os.path.exists(directory.join(name)):
                 os.remove(directory.join(name))
-        if os.path.isdir(directory.join(RunDirectory.REPLACED)):
+        if not self.resume and os.path.isdir(directory.join(RunDirectory.REPLACED)):
             directory.restore_replaced()
             self._say(f"The run failed; the earlier run in {directory.path} was put back.")
             return
@@ -445,6 +501,10 @@ class TrainingJob:
             if self.trains_baseline
             else None
         )
+        self.resolved_options = self._resolved_options(dataset)
+        if self.resume:
+            # Before the model and the callbacks, which read the run's files.
+            self._check_resumable()
         self.load_seconds = round(time.perf_counter() - started, 3)
         data = self.data
         if len(data.meta_indices) < 2:
@@ -502,6 +562,7 @@ class TrainingJob:
             indices=data.labeled_indices,
             given=data.labeled_noisy_labels,
             true=data.labeled_clean_labels,
+            held_out=data.labeled_held_out,
         )
         self.report.save()
         self._say(
@@ -534,7 +595,9 @@ class TrainingJob:
                 meta_objective=meta_objective,
                 temperature=config["temperature"],
                 meta_every=config["meta_every"],
-                virtual_step=config["virtual_step"],
+                # The cross-entropy baseline takes no virtual step: "full" is the default
+                # that means nothing there, whatever the method's --virtual-step.
+                virtual_step="full" if meta_objective == "none" else config["virtual_step"],
                 seed=config["seed"],
             )
             learning_rate = config["learning_rate"]
@@ -556,6 +619,40 @@ class TrainingJob:
                 jit_compile=config["jit"],
             )
         return model
+
+    def _resolved_options(self, dataset):
+        """What each option of `RESOLVED_OPTIONS` came to in this run (JSON values)."""
+        from clidmu_tf.models.clidmu_model import DEFAULT_META_LEARNING_RATES
+
+        config, data = self.config, self.data
+        backbone = resolve_backbone_name(config["backbone"], dataset.input_shape)
+        augment = resolve_augmentation(config["augment"], backbone)
+        meta_model = METHODS[config["method"]][0]
+        return {
+            "backbone": backbone,
+            "augment": dataset.augmentation if augment == "auto" else augment or "none",
+            "meta_size": int(len(data.meta_indices)),
+            "meta_batch_size": int(data.meta_batch_size),
+            "selection_size": int(len(data.selection_indices)),
+            "meta_learning_rate": (
+                config["meta_learning_rate"] or DEFAULT_META_LEARNING_RATES[meta_model]
+            ),
+            "labeled_fraction": (
+                None if config["labeled_fraction"] in (None, 1.0) else config["labeled_fraction"]
+            ),
+            "class_map": (
+                config["class_map"] or dataset.class_map
+                if self.noise_kind == "asymmetric"
+                else None
+            ),
+            # None trains on every sample, and images keep the size they were read at.
+            "limit_train": config["limit_train"] or len(dataset.y_train),
+            "image_size": (
+                [int(side) for side in dataset.input_shape[:2]]
+                if len(dataset.input_shape) == 3
+                else config["image_size"]
+            ),
+        }
 
     def _selection_size(self, dataset):
         """The held-out selection set's size: 0 for the paper's rule, else the given or default
@@ -758,12 +855,14 @@ class TrainingJob:
                 true=data.labeled_clean_labels if self.noise_injected else None,
                 class_names=self.class_names,
                 top=LABEL_ERRORS_KEPT,
+                held_out=data.labeled_held_out,
             )
             write_label_errors_csv(self.run_directory.join(RunDirectory.LABEL_ERRORS), rows)
             self.run_directory.save_training_labels(
                 indices=data.labeled_indices,
                 given=data.labeled_noisy_labels,
                 true=data.labeled_clean_labels,
+                held_out=data.labeled_held_out,
                 weights=self.weights,
             )
             self.report["label_issues"] = label_issue_summary(
@@ -935,6 +1034,11 @@ def label_issue_summary(issues, flipped=None, dynamics=None):
         },
     )
     return summary
+
+
+def _came_to(given, resolved):
+    """An option as given and, when that differs, what it came to (for messages)."""
+    return repr(given) if given == resolved else f"{given!r} (came to {resolved!r})"
 
 
 def _backed_up_epochs(backup):

@@ -15,7 +15,7 @@ SETTINGS_FILE = "search_settings.json"
 SEARCH_SETTINGS = (
     "dataset", "data_dir", "image_size", "label_file", "noise", "class_map", "limit_train",
     "seed", "method", "backbone", "objective", "tuner", "epochs", "validation_fraction",
-    "virtual_step", "batch_size",
+    "virtual_step", "batch_size", "labeled_fraction", "unlabeled_dir",
 )
 
 
@@ -40,7 +40,8 @@ def register_subparser(commands):
     tune.add_argument(
         "--virtual-step", choices=("full", "head"), default="full",
         help="full (default, the paper's) or head: the cheaper head-only virtual step, for "
-        "every trial (as train --virtual-step).",
+        "every trial (as train --virtual-step; refused with --method ce, which has no meta "
+        "update).",
     )
     tune.add_argument("--objective", default="val_clid",
                       choices=["val_clid", "val_loss", "val_accuracy", "val_clean_loss",
@@ -84,6 +85,10 @@ def run(args):
     from clidmu_tf.pipelines import stratified_split
 
     noise_kind, noise_rate = cli_utils.check_data_arguments(args, method=args.method)
+    try:
+        training_job.check_method_virtual_step(args.method, args.virtual_step)
+    except ValueError as error:
+        cli_utils.fail_usage(args, str(error))
     if os.path.isfile(args.out):
         cli_utils.fail_usage(
             args, f"--out must be a directory. Received: --out={args.out!r}, a file"

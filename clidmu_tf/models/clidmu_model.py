@@ -20,6 +20,7 @@ from clidmu_tf.validation import (
     check_non_negative_float,
     check_positive_float,
     check_positive_int,
+    check_virtual_step,
 )
 
 META_MODELS = ("wnet", "vri")
@@ -193,7 +194,8 @@ class CLIDMUModel(keras.Model):
         virtual_step: `"full"` (the paper's virtual step on every backbone weight, default)
             or `"head"` (only the logits layer; see above). `"head"` needs the logits to be
             a `Dense` layer applied to the features (see
-            `clidmu_tf.backbones.logits_layer.logits_layer`).
+            `clidmu_tf.backbones.logits_layer.logits_layer`), and a meta objective other
+            than `"none"`, which takes no virtual step.
         feature_layer: with a backbone that returns only logits, the name of its feature
             layer.
         seed: seed of the meta-model's initialisation.
@@ -204,7 +206,7 @@ class CLIDMUModel(keras.Model):
             `temperature` that is not a finite positive float, a non-positive `meta_every`,
             a backbone without a features output (or whose softmax output cannot be
             unwrapped to logits), or, with `virtual_step="head"`, logits that are not a
-            `Dense` layer on the features.
+            `Dense` layer on the features or `meta_objective="none"`.
 
     Example:
 
@@ -242,6 +244,7 @@ class CLIDMUModel(keras.Model):
         check_positive_float("temperature", temperature)
         check_positive_int("meta_every", meta_every)
         check_choice("virtual_step", virtual_step, VIRTUAL_STEPS)
+        check_virtual_step(virtual_step, meta_objective)
         if not (isinstance(meta_model, keras.Model) or meta_model in META_MODELS):
             raise ValueError(
                 "Received an invalid value for `meta_model`, expected one of "
@@ -372,6 +375,9 @@ class CLIDMUModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        if config.get("meta_objective") == "none":
+            # Saved before "head" was refused without a meta update, where it changed nothing.
+            config["virtual_step"] = "full"
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         if isinstance(config["meta_model"], dict):
             config["meta_model"] = keras.saving.deserialize_keras_object(config["meta_model"])

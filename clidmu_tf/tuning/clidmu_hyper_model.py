@@ -15,7 +15,13 @@ from clidmu_tf.models.clidmu_model import (
     default_optimizer,
 )
 from clidmu_tf.tuning.held_out_validation import HeldOutValidation
-from clidmu_tf.validation import check_choice, check_positive_float, check_positive_int
+from clidmu_tf.validation import (
+    check_bool,
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+    check_virtual_step,
+)
 
 # "ce_clean" needs a clean, labelled meta set held out of training, which a search over the
 # noisy training data does not have.
@@ -117,11 +123,13 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
         tunable: whether the hyperparameters defined here join the search space (see
             `keras_tuner.HyperModel`).
         virtual_step: `"full"` (the paper's) or `"head"` (the cheaper head-only virtual step,
-            see `CLIDMUModel`), the same for every trial (not searched).
+            see `CLIDMUModel`), the same for every trial (not searched); `"head"` needs a
+            meta objective other than `"none"`.
 
     Raises:
         ValueError: for an invalid shape, class count, backbone, meta-model, meta objective,
-            virtual step, validation setting or seed.
+            virtual step (`"head"` with `meta_objective="none"` included), validation setting
+            or seed.
 
     Example:
 
@@ -204,9 +212,11 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
                     f"shape {unlabeled_inputs.shape}"
                 )
         self.unlabeled_inputs = unlabeled_inputs
-        self.virtual_step = check_choice("virtual_step", virtual_step, VIRTUAL_STEPS)
+        self.virtual_step = check_virtual_step(
+            check_choice("virtual_step", virtual_step, VIRTUAL_STEPS), self.meta_objective
+        )
         self.seed = seed
-        super().__init__(name=name, tunable=tunable)
+        super().__init__(name=name, tunable=check_bool("tunable", tunable))
 
     def build_backbone(self, hp):
         """Builds the classifier backbone of one trial.
@@ -317,6 +327,10 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
                     "`batch_size` hyperparameter (fix it with `hp.Fixed`) and validation data "
                     f"go in `validation_data`. Received: {name}={kwargs[name]!r}"
                 )
+        try:
+            shuffle = check_bool("shuffle", shuffle)
+        except ValueError as error:
+            raise keras_tuner.errors.FatalValueError(str(error)) from None
         values = self._training_hyperparameters(hp)
         if isinstance(x, tf.data.Dataset):
             if y is not None:

@@ -15,6 +15,7 @@ from clidmu_tf.tuning.clidmu_hyper_model import (
 from clidmu_tf.tuning.held_out_validation import HeldOutValidation
 from clidmu_tf.validation import (
     check_all_classes_present,
+    check_bool,
     check_choice,
     check_class_ids,
     check_finite_inputs,
@@ -126,7 +127,7 @@ def run_search(
         callbacks: extra Keras callbacks for every trial.
         verbose: verbosity of the search and of `fit`.
         virtual_step: `"full"` (the paper's) or `"head"`, for every trial (see
-            `CLIDMUHyperModel`).
+            `CLIDMUHyperModel`); `"head"` needs a `meta_objective` other than `"none"`.
 
     Returns:
         A tuple `(tuner, summary)`: the keras-tuner tuner (`tuner.get_best_models()`
@@ -135,8 +136,9 @@ def run_search(
     Raises:
         ValueError: for inputs of mismatched shapes or lengths, labels out of range, an
             unknown objective or tuner, an objective whose labels were not given, a missing
-            `x_val`, a dataset of another structure than `(x, y)` batches, or non-positive
-            `max_trials` or `epochs`. Raised before any training.
+            `x_val`, a dataset of another structure than `(x, y)` batches, non-positive
+            `max_trials` or `epochs`, or a `tune_new_entries` or `overwrite` that is not a
+            bool. Raised before any training.
 
     Example:
 
@@ -171,6 +173,8 @@ def run_search(
         tuner_class = TUNERS[check_choice("tuner", tuner, TUNERS)]
     check_positive_int("max_trials", max_trials)
     check_positive_int("epochs", epochs)
+    tune_new_entries = check_bool("tune_new_entries", tune_new_entries)
+    overwrite = check_bool("overwrite", overwrite)
     for name, value in (("x_train", x_train), ("x_val", x_val)):
         if isinstance(value, (dict, tuple)):
             raise ValueError(

@@ -527,3 +527,22 @@ def test_a_saved_cross_entropy_model_with_a_head_virtual_step_still_loads():
     config = tiny_model(meta_objective="none").get_config()
     loaded = CLIDMUModel.from_config({**config, "virtual_step": "head"})
     assert (loaded.meta_objective, loaded.virtual_step) == ("none", "full")
+
+
+def test_fit_under_a_mirrored_strategy_with_one_replica():
+    # One device (a CPU-only machine, or one GPU): the meta step's guarded update must not
+    # put optimizer.apply (a synchronisation point under any strategy) inside ops.cond, or
+    # fit fails at the first step ("`merge_call` called while defining a new graph"). The
+    # other strategy tests run on conftest's two logical CPUs, two replicas.
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    assert strategy.num_replicas_in_sync == 1
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 4, 4, 1)).astype("float32")
+    y = rng.integers(0, 3, 32).astype("int32")
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    meta = tf.data.Dataset.from_tensor_slices(x[:16]).repeat().batch(16)
+    with strategy.scope():
+        model = CLIDMUModel(backbones.mlp((4, 4, 1), num_classes=3), seed=0)
+        model.compile()
+    history = model.fit(tf.data.Dataset.zip((train, meta)), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])

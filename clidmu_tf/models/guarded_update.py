@@ -11,7 +11,7 @@ def apply_if_usable(optimizer, gradients, variables, usable):
     the variables through momentum, Adam's moments and weight decay. A skipped step leaves the
     variables and the optimiser's state (its `iterations` included) as they were.
 
-    Under a distribution strategy with several replicas the decision is taken once for all
+    Under a distribution strategy (one replica or several) the decision is taken once for all
     replicas (a step is taken when every replica's gradients are finite and at least one
     replica's batch counts), in a cross-replica context as `keras.optimizers.
     LossScaleOptimizer` does, because a branch that synchronises replicas cannot sit inside
@@ -40,7 +40,10 @@ def apply_if_usable(optimizer, gradients, variables, usable):
     def skip():
         return ops.zeros((), "float32")
 
-    if tf.distribute.get_strategy().num_replicas_in_sync == 1:
+    # Under any strategy but the default one, even with a single replica, `optimizer.apply`
+    # synchronises through `merge_call`, which cannot sit inside a conditional: only the
+    # default strategy may take the plain `cond`.
+    if not tf.distribute.has_strategy():
         return ops.cond(ops.logical_and(finite, usable), apply, skip)
 
     def decide_across_replicas(distribution, gradients, finite, usable):

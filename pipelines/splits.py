@@ -58,3 +58,45 @@ def stratified_split(labels, *, size, seed, balanced=False):
     mask = np.zeros(count, dtype=bool)
     mask[order[chosen]] = True
     return np.flatnonzero(mask), np.flatnonzero(~mask)
+
+
+def labeled_split(labels, fraction, *, seed):
+    """The semi-supervised split: a stratified `fraction` of the samples keeps its labels.
+
+    CLID needs no labels on the meta set (method.md, section 1), so in the semi-supervised
+    setting the labelled part trains and the rest, unlabelled, feeds CLID's meta set.
+
+    Args:
+        labels: 1-D integer array `[N]`, the classes to stratify by.
+        fraction: float in (0, 1], the share that keeps its labels (at least one sample).
+        seed: int seed.
+
+    Returns:
+        `(labeled, unlabeled)`, sorted int64 index arrays that partition `range(N)`.
+
+    Raises:
+        ValueError: naming `labeled_fraction` when the labelled part would leave a class
+            without a labelled sample: that class could not be learnt, and the label-issue
+            ranking (cleanlab) needs every class.
+
+    Example:
+
+    >>> labeled, unlabeled = labeled_split([0, 0, 0, 0, 1, 1, 1, 1], 0.5, seed=0)
+    >>> len(labeled), len(unlabeled)
+    (4, 4)
+    """
+    labels = np.asarray(labels)
+    labeled, unlabeled = stratified_split(
+        labels, size=max(1, round(fraction * len(labels))), seed=seed
+    )
+    classes = len(np.unique(labels))
+    missing = classes - len(np.unique(labels[labeled]))
+    if missing:
+        raise ValueError(
+            f"Received an invalid value for `labeled_fraction`: it keeps the labels of "
+            f"{len(labeled)} of the {len(labels)} training samples, which leaves {missing} of "
+            f"the {classes} classes without a labelled sample; keep at least one per class (a "
+            f"fraction of at least {classes / len(labels):.3g} here). Received: "
+            f"labeled_fraction={fraction}"
+        )
+    return labeled, unlabeled

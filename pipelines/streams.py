@@ -9,7 +9,7 @@ from clidmu_tf.pipelines.augmentation import Augmentation
 from clidmu_tf.pipelines.datasets import load_dataset
 from clidmu_tf.pipelines.in_memory_dataset import InMemoryDataset
 from clidmu_tf.pipelines.noise import NOISE_KINDS, corrupt_labels, noise_report
-from clidmu_tf.pipelines.splits import stratified_split
+from clidmu_tf.pipelines.splits import labeled_split, stratified_split
 from clidmu_tf.pipelines.streamed_dataset import StreamedDataset
 from clidmu_tf.pipelines.training_data import TrainingData
 from clidmu_tf.validation import (
@@ -154,7 +154,8 @@ def make_training_data(
     Raises:
         ValueError: for invalid arguments, before any data is loaded where possible; in
             semi-supervised mode, a `selection_size` larger than the unlabelled samples left
-            outside the meta set.
+            outside the meta set, or a `labeled_fraction` that leaves a class without a
+            labelled sample (`labeled_split`).
 
     Example:
 
@@ -550,9 +551,7 @@ def _split_meta(
     rng = np.random.default_rng(seed)
     extra = np.arange(len(clean), len(clean) + num_unlabeled)
     if labeled_fraction is not None:
-        labeled, unlabeled = stratified_split(
-            clean[pool], size=max(1, round(labeled_fraction * len(pool))), seed=seed
-        )
+        labeled, unlabeled = labeled_split(clean[pool], labeled_fraction, seed=seed)
         train, candidates = pool[labeled], np.concatenate([pool[unlabeled], extra])
     elif num_unlabeled:
         train, candidates = pool, extra

@@ -124,3 +124,33 @@ def test_an_unlabelled_folder_needs_an_image_dataset(folders, tmp_path, capsys):
     )  # fmt: skip
     assert status == cli_utils.EXIT_FAILED
     assert "--unlabeled-dir adds images" in err and "--dataset='digits'" in err
+
+
+@pytest.mark.parametrize("command", ["train", "tune"])
+def test_a_fraction_that_leaves_a_class_unlabelled_is_refused_before_training(
+    command, folders, tmp_path, capsys
+):
+    # The labelled folder's 72 images keep 57 to train; 0.04 keeps 2 labels, so one of the
+    # three classes has none (train failed inside fit in cleanlab and left a run behind;
+    # tune's trials all failed and it still exited 0).
+    out = tmp_path / "out"
+    extra = QUICK if command == "train" else ["--max-trials", "1", "--epochs", "1",
+                                              "--backbone", "mlp", "--verbose", "0"]
+    status, _, err = run_cli(
+        capsys, command, "--out", str(out), "--dataset", str(folders / "labelled"),
+        "--labeled-fraction", "0.04", *extra,
+    )  # fmt: skip
+    assert status == cli_utils.EXIT_FAILED, err
+    assert "--labeled-fraction=0.04" in err and "without a labelled sample" in err, err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_labeled_split_keeps_a_stratified_fraction_and_every_class():
+    from clidmu_tf.pipelines.splits import labeled_split
+
+    labels = np.repeat(np.arange(4), [40, 30, 20, 10])
+    labeled, unlabeled = labeled_split(labels, 0.1, seed=0)
+    assert np.bincount(labels[labeled]).tolist() == [4, 3, 2, 1]
+    assert sorted(np.concatenate([labeled, unlabeled]).tolist()) == list(range(100))
+    with pytest.raises(ValueError, match=r"leaves 1 of the 4 classes.*labeled_fraction=0.03"):
+        labeled_split(labels, 0.03, seed=0)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clidmu_tf.cli import data_sources, training_job
+from clidmu_tf.cli import cli_utils, data_sources, training_job
 from clidmu_tf.cli.main import main
 from clidmu_tf.cli.run_directory import RunDirectory
 from clidmu_tf.pipelines import StreamedDataset, streamed_dataset
@@ -210,3 +210,20 @@ def test_tune_streams_the_training_split(folder, tmp_path, capsys, monkeypatch, 
     assert sum(size for size in decoded if size <= 4) >= (19 if semi else 38)
     if semi:
         assert trial["hyperparameters"]["meta_size"] == 6
+
+
+def test_a_damaged_image_met_while_streaming_fails_in_one_line_naming_it(tmp_path, capsys):
+    # The header scan at load time passes a truncated PNG; symmetric noise reads no pixels,
+    # so the damage shows only when tf.data decodes it, inside fit: the error must still be
+    # one line naming the file, not a TensorFlow traceback.
+    data = write_folder(tmp_path / "photos")
+    damaged = data / "class_1" / "04.png"
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    status, _, err = run_cli(
+        capsys, "train", "--out", str(tmp_path / "run"), "--dataset", str(data),
+        "--noise", "symmetric:0.4", "--backbone", "mlp", "--epochs", "1", "--baseline",
+        "none", "--export-formats", "none", "--verbose", "0",
+    )  # fmt: skip
+    assert status == cli_utils.EXIT_FAILED
+    assert "Could not read the image" in err and "04.png" in err, err
+    assert "Traceback" not in err and "PyFunc" not in err, err

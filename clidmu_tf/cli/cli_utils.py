@@ -196,6 +196,7 @@ LIBRARY_TO_CLI = {
     "data_dir": "--data-dir",
     "top_k": "--top-k",
     "selection_size": "--selection-size",
+    "labeled_fraction": "--labeled-fraction",
     "snapshot_selection": "--snapshot-selection",
     "learning_rate": "--learning-rate",
     "meta_learning_rate": "--meta-learning-rate",

@@ -8,6 +8,7 @@ is accepted.
 
 import json
 import os
+import re
 import sys
 
 from clidmu_tf.cli import cli_utils, evaluate, export, inspect, predict, train, tune
@@ -54,9 +55,15 @@ def main(argv=None):
     partial_before = _read_text(partial) if args.command == "train" else None
     try:
         return args.handler(args) or 0
-    except (ValueError, OSError, RuntimeError, ImportError) as error:
-        # OSError covers missing files, permissions and a --out locked by another run.
-        message = cli_utils.cli_spelling(error)
+    except Exception as error:
+        # OSError covers missing files, permissions and a --out locked by another run; a
+        # TensorFlow op error, a failure inside the input pipeline (a damaged image decoded
+        # in `tf.data`). Anything else is a bug, shown with its traceback.
+        if not isinstance(error, (ValueError, OSError, RuntimeError, ImportError)) and not (
+            _is_tensorflow_error(error)
+        ):
+            raise
+        message = cli_utils.cli_spelling(_cause(error))
         if len(message) > SHOWN_ERROR_CHARACTERS:
             # TensorFlow errors can quote whole tensors; the report keeps the full text.
             message = (
@@ -71,6 +78,25 @@ def main(argv=None):
                 file=sys.stderr,
             )
         return cli_utils.EXIT_FAILED
+
+
+def _is_tensorflow_error(error):
+    # TensorFlow is imported only by the commands that need it.
+    tensorflow = sys.modules.get("tensorflow")
+    return tensorflow is not None and isinstance(error, tensorflow.errors.OpError)
+
+
+# The last `SomethingError: text` line of a TensorFlow error raised from Python code run in
+# the graph (`tf.numpy_function`): the error that code raised, without the traceback.
+_PYTHON_ERROR_LINE = re.compile(r"^\w+(?:Error|Exception): (.+)$", re.MULTILINE)
+
+
+def _cause(error):
+    """The text to show for `error`: a TensorFlow op error's Python cause when it has one."""
+    if not _is_tensorflow_error(error):
+        return error
+    causes = _PYTHON_ERROR_LINE.findall(error.message)
+    return causes[-1] if causes else error.message.strip().splitlines()[0]
 
 
 def _failed_here(partial, before):

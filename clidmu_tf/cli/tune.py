@@ -82,7 +82,7 @@ def run(args):
     import numpy as np
 
     from clidmu_tf.cli.data_sources import load_source_dataset, load_unlabeled_like
-    from clidmu_tf.pipelines import stratified_split
+    from clidmu_tf.pipelines.splits import labeled_split, stratified_split
 
     noise_kind, noise_rate = cli_utils.check_data_arguments(args, method=args.method)
     try:
@@ -135,9 +135,7 @@ def run(args):
     semi_supervised = args.labeled_fraction not in (None, 1.0)
     unlabeled_indices = np.zeros(0, np.int64)
     if semi_supervised:
-        kept, rest = stratified_split(
-            clean[train], size=max(1, round(args.labeled_fraction * len(train))), seed=args.seed
-        )
+        kept, rest = labeled_split(clean[train], args.labeled_fraction, seed=args.seed)
         unlabeled_indices = train[rest]
         train = train[kept]
     images = None

@@ -131,6 +131,15 @@ def test_two_workers_on_loopback_match_one_process_with_the_same_global_batch(tm
             '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": "0"}}',
             "[0, 1)",
         ),
+        # Values that passed the check, then failed late or waited for ever.
+        ('{"cluster": {"worker": ["127.0.0.1:99999"]}, "task": {"type": "worker", "index": 0}}',
+         "port 1-65535"),
+        ('{"cluster": {"worker": ["127.0.0.1:7", "127.0.0.1:7"]}, "task": {"type": "worker", '
+         '"index": 0}}', "an address of its own"),
+        ('{"cluster": {"ps": ["127.0.0.1:8"], "worker": ["127.0.0.1:7"]}, "task": {"type": '
+         '"worker", "index": 0}}', "not ['ps']"),
+        ('{"cluster": {"chief": ["127.0.0.1:8", "127.0.0.1:9"], "worker": ["127.0.0.1:7"]}, '
+         '"task": {"type": "worker", "index": 0}}', "at most one 'chief'"),
     ],
 )
 def test_a_malformed_tf_config_is_refused_naming_it(tmp_path, capsys, monkeypatch, value, expected):

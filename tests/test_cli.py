@@ -576,3 +576,19 @@ def test_docstring_examples_run(module, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_tune_fails_when_no_trial_completed(tmp_path, capsys, monkeypatch):
+    # Every trial failing (keras-tuner logs each error and goes on) once exited 0 with
+    # `"best": null`: a script would have read success.
+    import clidmu_tf.tuning
+
+    def every_trial_failed(*args, **kwargs):
+        return None, {"objective": {"name": "val_clid"}, "trials": [], "best": None}
+
+    monkeypatch.setattr(clidmu_tf.tuning, "run_search", every_trial_failed)
+    status, _, err = run_cli(
+        capsys, "tune", "--out", str(tmp_path / "search"), "--limit-train", "150",
+        "--max-trials", "1", "--epochs", "1", "--verbose", "0",
+    )  # fmt: skip
+    assert status == cli_utils.EXIT_FAILED and "no trial completed" in err

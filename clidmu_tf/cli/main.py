@@ -71,7 +71,9 @@ def main(argv=None):
                 "more characters)"
             )
         print(f"{cli_utils.PROG} {args.command}: error: {message}", file=sys.stderr)
-        if args.command == "train" and _failed_here(partial, partial_before):
+        # A multi-worker run cannot be resumed (`train` refuses --resume with it).
+        resumable = getattr(args, "distribute", None) != "multiworker"
+        if args.command == "train" and resumable and _failed_here(partial, partial_before):
             print(
                 f"The run failed; its partial report is {partial}. Once the cause is removed, "
                 "the same command with --resume continues it from its last completed epoch.",

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 from clidmu_tf.cli import cli_utils, training_job
 
@@ -67,7 +68,8 @@ def register_subparser(commands):
 
 
 def run(args):
-    """Runs (or resumes) the search, writes summary.json, prints the trials; returns 0.
+    """Runs (or resumes) the search, writes summary.json, prints the trials; returns 0, or
+    `EXIT_FAILED` when no trial completed.
 
     Data held in memory (arrays, the offline sets) reaches the search as arrays. A dataset
     streamed from disk (an image folder, a tfds image dataset) reaches it as a `tf.data`
@@ -194,6 +196,14 @@ def run(args):
         json.dump(summary, handle, indent=2)
         handle.write("\n")
     print(trials_table(summary))
+    if summary["best"] is None:
+        # Every trial failed (their errors are above): a script must not read success.
+        print(
+            f"{cli_utils.PROG} tune: error: no trial completed, so there is no best "
+            "hyperparameter set; see the trials' errors above.",
+            file=sys.stderr,
+        )
+        return cli_utils.EXIT_FAILED
     return 0
 
 

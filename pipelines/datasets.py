@@ -384,7 +384,11 @@ def list_image_files(directory, *, name):
     if not root.is_dir():
         raise invalid_value(name, "an existing folder of images", str(directory))
     paths = sorted(
-        path for path in root.rglob("*") if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+        path
+        for path in root.rglob("*")
+        if path.is_file()
+        and path.suffix.lower() in IMAGE_EXTENSIONS
+        and not _is_hidden(path.relative_to(root))
     )
     if not paths:
         raise ValueError(
@@ -527,6 +531,14 @@ def _load_mnist_5k():
 _OFFLINE_LOADERS = {"digits": _load_digits, "mnist_5k": _load_mnist_5k}
 
 
+def _is_hidden(relative_path):
+    """Whether a path inside a dataset folder (relative to it) is or lies in a hidden entry
+    (a name starting with "."): the tools' own entries in a folder of images (Jupyter's
+    `.ipynb_checkpoints`, macOS's `._IMG_1.JPG` resource forks) are neither classes nor
+    images."""
+    return any(part.startswith(".") for part in pathlib.PurePath(relative_path).parts)
+
+
 def _list_class_folders(directory):
     """`(class_names, paths, labels)` of a folder holding one sub-folder of images per class."""
     root = pathlib.Path(directory)
@@ -534,10 +546,12 @@ def _list_class_folders(directory):
         raise ValueError(
             f"Received an invalid value for `directory`: {str(root)!r} is not a folder."
         )
-    class_dirs = sorted(path for path in root.iterdir() if path.is_dir())
+    class_dirs = sorted(path for path in root.iterdir() if path.is_dir() and not _is_hidden(path.name))
     files = {
         path.name: sorted(
-            item for item in path.iterdir() if item.suffix.lower() in IMAGE_EXTENSIONS
+            item
+            for item in path.iterdir()
+            if item.suffix.lower() in IMAGE_EXTENSIONS and not _is_hidden(item.name)
         )
         for path in class_dirs
     }

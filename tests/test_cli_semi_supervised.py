@@ -1,6 +1,7 @@
 """`--labeled-fraction` and `--unlabeled-dir` of `clidmu-tf train` and `tune`."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -99,6 +100,15 @@ def test_tune_draws_the_meta_set_from_the_unlabelled_samples(folders, tmp_path, 
             ["--labeled-fraction", "0.5", "--method", "wnet-clean-meta"],
             "Received: --method=wnet-clean-meta",
         ),
+        # The labelled folder's test images would join the meta set.
+        (
+            ["--dataset", "{root}/labelled", "--unlabeled-dir", "{root}/labelled"],
+            "must not hold or lie inside the --dataset folder",
+        ),
+        (
+            ["--dataset", "{root}/labelled", "--unlabeled-dir", "{root}/labelled/circle"],
+            "must not hold or lie inside the --dataset folder",
+        ),
     ],
 )
 @pytest.mark.parametrize("command", ["train", "tune"])
@@ -154,3 +164,21 @@ def test_labeled_split_keeps_a_stratified_fraction_and_every_class():
     assert sorted(np.concatenate([labeled, unlabeled]).tolist()) == list(range(100))
     with pytest.raises(ValueError, match=r"leaves 1 of the 4 classes.*labeled_fraction=0.03"):
         labeled_split(labels, 0.03, seed=0)
+
+
+def test_hidden_entries_of_a_folder_are_neither_classes_nor_images(folders, tmp_path):
+    # Jupyter's checkpoints folder was read as an empty class (refused), macOS's resource
+    # forks `._NAME.png` as unreadable images (refused).
+    from clidmu_tf.pipelines import load_image_folder, load_unlabeled_images
+
+    data = tmp_path / "labelled"
+    shutil.copytree(folders / "labelled", data)
+    (data / ".ipynb_checkpoints").mkdir()
+    (data / "circle" / "._000.png").write_bytes(b"\x00\x05\x16\x07 not an image")
+    (data / ".cache").mkdir()
+    shutil.copy(data / "circle" / "000.png", data / ".cache" / "stray.png")
+    dataset = load_image_folder(str(data), seed=0)
+    assert tuple(dataset.class_names) == CLASSES
+    assert len(dataset.y_train) + len(dataset.y_test) == PER_CLASS * len(CLASSES)
+    pixels = load_unlabeled_images(str(data), image_size=(8, 8), channels=3)
+    assert len(pixels) == PER_CLASS * len(CLASSES)

@@ -331,6 +331,15 @@ def check_data_arguments(args, method=None):
             list_image_files(args.unlabeled_dir, name="--unlabeled-dir")
         except ValueError as error:
             fail_usage(args, str(error))
+        unlabeled, data = (os.path.realpath(path) for path in (args.unlabeled_dir, args.dataset))
+        if os.path.isdir(data) and os.path.commonpath([unlabeled, data]) in (unlabeled, data):
+            # The folder's test images would join the meta set: training would see them.
+            fail_usage(
+                args,
+                "--unlabeled-dir must not hold or lie inside the --dataset folder: its test "
+                "images would join the meta set. Received: "
+                f"--unlabeled-dir={args.unlabeled_dir!r}, --dataset={args.dataset!r}",
+            )
     if args.class_map is not None and kind != "asymmetric":
         fail_usage(
             args,

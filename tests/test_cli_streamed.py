@@ -227,3 +227,29 @@ def test_a_damaged_image_met_while_streaming_fails_in_one_line_naming_it(tmp_pat
     assert status == cli_utils.EXIT_FAILED
     assert "Could not read the image" in err and "04.png" in err, err
     assert "Traceback" not in err and "PyFunc" not in err, err
+
+
+def test_inspect_names_each_image_file_and_a_changed_folder_is_refused(tmp_path, capsys):
+    # A folder user needs the file to fix a label; and a folder that gained or lost images
+    # since training would pair the run's labels and splits with other images.
+    data = write_folder(tmp_path / "shapes")
+    out = tmp_path / "run"
+    status, _, err = run_cli(
+        capsys, "train", "--out", str(out), "--dataset", str(data), "--noise", "symmetric:0.4",
+        "--backbone", "mlp", "--epochs", "1", "--baseline", "none", "--export-formats",
+        "none", "--verbose", "0",
+    )  # fmt: skip
+    assert status == 0, err
+    status, csv_text, err = run_cli(capsys, "inspect", str(out), "--all")
+    assert status == 0, err
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    labels = RunDirectory(out).training_labels()
+    for row in rows:
+        # The file is the sample's: its class folder is the sample's true class.
+        position = list(labels["indices"]).index(int(row["index"]))
+        assert (data / row["file"]).is_file()
+        assert row["file"].split("/")[0] == f"class_{labels['true'][position]}"
+    (data / "class_0" / "00.png").unlink()
+    for command in (["inspect", str(out)], ["evaluate", str(out)]):
+        status, _, err = run_cli(capsys, *command)
+        assert status == cli_utils.EXIT_FAILED and "changed since the run" in err, err

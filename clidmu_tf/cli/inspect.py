@@ -19,7 +19,8 @@ def register_subparser(commands):
         "the final meta-model's weight, given label, the snapshot ensemble's prediction and "
         "confidence, label_quality (the --score, lower meaning more likely wrong), when the "
         "noise was injected the true label, and held_out (1 for the samples of the held-out "
-        "selection set of train --snapshot-selection held-out, never trained on, else 0). "
+        "selection set of train --snapshot-selection held-out, never trained on, else 0), "
+        "and for an image folder the image's file inside it. "
         "The estimate of how many labels are wrong (the largest of cleanlab's "
         "confident-learning counts on the class probabilities of each of the first third of "
         "the epochs), a suggested cut-off, is printed to stderr.",
@@ -67,6 +68,7 @@ def run(args):
         class_names=report["data"].get("class_names"),
         top=None if args.all else args.top,
         held_out=labels["held_out"],
+        files=labels.get("files"),
     )
     write_label_errors_csv(args.output or sys.stdout, rows)
     print(suggestion_sentence(issues["num_issues"], len(labels["given"])), file=sys.stderr)

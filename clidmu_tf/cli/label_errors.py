@@ -11,7 +11,8 @@ BASE_COLUMNS = (
 
 
 def rank_label_errors(
-    issues, given, *, indices=None, true=None, class_names=None, top=None, held_out=None
+    issues, given, *, indices=None, true=None, class_names=None, top=None, held_out=None,
+    files=None,
 ):
     """The training samples in the order of `clidmu_tf.label_issues`, most suspicious first.
 
@@ -26,6 +27,8 @@ def rank_label_errors(
         top: how many rows to return; all when None.
         held_out: bool `[N]`, True for the samples of the held-out selection set
             (`train --snapshot-selection held-out`), or None when unknown.
+        files: str `[N]`, each sample's image file relative to its folder (an image folder
+            dataset), or None.
 
     Returns:
         A list of dicts with the keys `rank`, `index`, `weight` (the final meta-model's
@@ -34,7 +37,7 @@ def rank_label_errors(
         more likely wrong), then `given_name` and `predicted_name` with class names,
         `true_label` and `label_is_wrong` when `true` is given, and `held_out` (1 for a
         sample of the held-out selection set, never trained on, else 0) when `held_out` is
-        given.
+        given, and `file` when `files` is given.
 
     Example:
 
@@ -70,6 +73,8 @@ def rank_label_errors(
             row["label_is_wrong"] = bool(true[position] != given[position])
         if held_out is not None:
             row["held_out"] = int(held_out[position])
+        if files is not None:
+            row["file"] = str(files[position])
         rows.append(row)
     return rows
 

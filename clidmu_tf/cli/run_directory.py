@@ -271,12 +271,15 @@ class RunDirectory:
             raise FileNotFoundError(f"The run in {self.path!r} has no {which} model ({name}).")
         return load_keras_file(path)
 
-    def save_training_labels(self, *, indices, given, true, held_out, weights=None):
+    def save_training_labels(self, *, indices, given, true, held_out, weights=None, files=None):
         """Records the labelled samples' positions, given and true labels, whether each is in
-        the held-out selection set, and weights."""
+        the held-out selection set, weights, and for an image folder each sample's file
+        (`training_files`)."""
         arrays = {"indices": indices, "given": given, "true": true, "held_out": held_out}
         if weights is not None:
             arrays["weights"] = weights
+        if files is not None:
+            arrays["files"] = files
         np.savez(self.join(self.TRAINING_LABELS), **arrays)
 
     def training_labels(self):
@@ -302,12 +305,53 @@ class RunDirectory:
 
         config = self.report(allow_unfinished=allow_unfinished)["config"]
         image_size = config.get("image_size")
-        return load_source_dataset(
+        dataset = load_source_dataset(
             config["dataset"],
             data_dir=config.get("data_dir"),
             image_size=None if image_size is None else tuple(image_size),
             label_file=config.get("label_file"),
         )
+        self._check_same_files(dataset, config["dataset"])
+        return dataset
+
+    def _check_same_files(self, dataset, folder):
+        """Raises if the run's image folder no longer holds, at the run's positions, the
+        files it trained on: the samples, splits and labels would silently be others'."""
+        if not os.path.isfile(self.join(self.TRAINING_LABELS)):
+            return
+        labels = self.training_labels()
+        files = getattr(dataset, "train_files", None)
+        if "files" not in labels or files is None or dataset.encoded:
+            # Nothing to compare: no record, or the folder read into memory (no paths kept).
+            return
+        indices, then = labels["indices"], labels["files"]
+        changed = (
+            np.flatnonzero(training_files(dataset, indices, folder) != then)
+            if len(files) > indices.max(initial=-1)
+            else np.arange(len(then))
+        )
+        if len(changed):
+            raise ValueError(
+                f"The folder {folder!r} changed since the run in {self.path!r} trained on it: "
+                f"{len(changed)} of its {len(then)} training images are no longer where they "
+                f"were (the first: {str(then[changed[0]])!r}), so its "
+                "samples and splits would be other images. Restore the folder as it was, or "
+                "train again."
+            )
+
+
+def training_files(dataset, indices, folder):
+    """The files of the training images at `indices`, relative to the image folder
+    `folder`, for a dataset read from image files (`stream_image_folder`); None for any
+    other (arrays, encoded tfds images), whose samples have no file.
+
+    Returns:
+        A str array `[len(indices)]`, or None.
+    """
+    files = getattr(dataset, "train_files", None)
+    if files is None or dataset.encoded:
+        return None
+    return np.array([os.path.relpath(str(path), folder) for path in files[indices]])
 
 
 def load_keras_file(path):

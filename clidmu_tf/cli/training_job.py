@@ -10,7 +10,7 @@ import traceback
 
 import numpy as np
 
-from clidmu_tf.cli.run_directory import RunDirectory, load_keras_file
+from clidmu_tf.cli.run_directory import RunDirectory, load_keras_file, training_files
 from clidmu_tf.cli.run_report import RunReport
 from clidmu_tf.validation import check_bool, check_virtual_step
 
@@ -518,6 +518,8 @@ class TrainingJob:
                    if len(data.selection_indices) else "")
             )
         self.test_labels = dataset.y_test
+        # For an image folder, which file each labelled sample is (`inspect`'s file column).
+        self.training_files = training_files(dataset, data.labeled_indices, config["dataset"])
         self.class_names = list(dataset.class_names) if dataset.class_names else None
         self.noise_injected = self.noise_kind is not None or dataset.y_train_clean is not None
         # Built here, before anything is written, so that their errors leave no run behind.
@@ -563,6 +565,7 @@ class TrainingJob:
             given=data.labeled_noisy_labels,
             true=data.labeled_clean_labels,
             held_out=data.labeled_held_out,
+            files=self.training_files,
         )
         self.report.save()
         self._say(
@@ -856,6 +859,7 @@ class TrainingJob:
                 class_names=self.class_names,
                 top=LABEL_ERRORS_KEPT,
                 held_out=data.labeled_held_out,
+                files=self.training_files,
             )
             write_label_errors_csv(self.run_directory.join(RunDirectory.LABEL_ERRORS), rows)
             self.run_directory.save_training_labels(
@@ -864,6 +868,7 @@ class TrainingJob:
                 true=data.labeled_clean_labels,
                 held_out=data.labeled_held_out,
                 weights=self.weights,
+                files=self.training_files,
             )
             self.report["label_issues"] = label_issue_summary(
                 issues,

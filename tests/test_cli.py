@@ -592,3 +592,17 @@ def test_tune_fails_when_no_trial_completed(tmp_path, capsys, monkeypatch):
         "--max-trials", "1", "--epochs", "1", "--verbose", "0",
     )  # fmt: skip
     assert status == cli_utils.EXIT_FAILED and "no trial completed" in err
+
+
+def test_a_meta_batch_that_does_not_split_evenly_over_the_replicas_is_refused(tmp_path, capsys):
+    # Two workers with --meta-batch-size 3 waited for each other for ever: one replica's
+    # share of 1 sample skipped its meta step. conftest gives this process two logical CPUs,
+    # two replicas; the refusal comes before any collective runs.
+    out = tmp_path / "run"
+    status, _, err = run_cli(
+        capsys, "train", "--out", str(out), "--distribute", "mirrored", "--meta-batch-size",
+        "3", "--baseline", "none", "--export-formats", "none", *TINY,
+    )  # fmt: skip
+    assert status == cli_utils.EXIT_FAILED
+    assert "multiple of 2 of at least 4" in err and "--meta-batch-size=3" in err, err
+    assert not out.exists() or not any(out.iterdir())

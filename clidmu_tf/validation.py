@@ -56,6 +56,14 @@ def check_positive_int(name, value):
     return int(value)
 
 
+def check_seed(seed, name="seed"):
+    """Returns `seed` as an int, or raises unless it is a non-negative integer (what NumPy's
+    generators take; numpy's own message names neither the argument nor the value)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise invalid_value(name, "a non-negative integer", seed)
+    return int(seed)
+
+
 def check_bool(name, value):
     """Returns `value` as a Python bool, or raises unless it is `True` or `False`.
 

@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 
 from clidmu_tf.pipelines.noise_report import NoiseReport
-from clidmu_tf.validation import check_class_ids, check_fraction, invalid_value
+from clidmu_tf.validation import check_class_ids, check_fraction, check_seed, invalid_value
 
 NOISE_KINDS = (
     "symmetric",
@@ -153,7 +153,7 @@ def corrupt_labels(
     if class_map is not None and kind != "asymmetric":
         raise ValueError(f"`class_map` is only used by kind='asymmetric'. Received: kind={kind!r}")
 
-    sampling_rng = np.random.default_rng(None if seed is None else [_check_seed(seed), 1])
+    sampling_rng = np.random.default_rng(None if seed is None else [check_seed(seed), 1])
     if kind == "instance":
         if features is None:
             raise ValueError(
@@ -253,7 +253,7 @@ def transition_matrix(
     else:  # random_flip
         if k < 2:
             raise invalid_value("num_classes", "at least 2 for kind='random_flip'", num_classes)
-        rng = np.random.default_rng(None if seed is None else _check_seed(seed))
+        rng = np.random.default_rng(None if seed is None else check_seed(seed))
         offsets = rng.integers(1, k, size=k)
         targets = {i: int((i + offsets[i]) % k) for i in range(k)}
     matrix = eye.copy()
@@ -331,7 +331,7 @@ def sample_from_rows(rows, rng):
 
 
 def _instance_rows(labels, features, *, rate, num_classes, seed):
-    structure_rng = np.random.default_rng(None if seed is None else _check_seed(seed))
+    structure_rng = np.random.default_rng(None if seed is None else check_seed(seed))
     flip_rates = _truncated_normal(
         structure_rng, mean=rate, std=INSTANCE_RATE_STD, size=len(labels)
     )
@@ -388,11 +388,6 @@ def _check_num_classes(num_classes):
         raise invalid_value("num_classes", "a positive integer", num_classes)
     return int(num_classes)
 
-
-def _check_seed(seed):
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise invalid_value("seed", "a non-negative integer or None", seed)
-    return int(seed)
 
 
 def _check_class_map(class_map, num_classes):

@@ -4,7 +4,7 @@ import numbers
 
 import numpy as np
 
-from clidmu_tf.validation import check_bool, invalid_value
+from clidmu_tf.validation import check_bool, check_seed, invalid_value
 
 
 def stratified_split(labels, *, size, seed, balanced=False):
@@ -40,7 +40,7 @@ def stratified_split(labels, *, size, seed, balanced=False):
         or not 0 <= size <= count
     ):
         raise invalid_value("size", f"an integer in [0, {count}]", size)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     order = rng.permutation(count)
     shuffled = labels[order]
     _, class_ids, class_sizes = np.unique(shuffled, return_inverse=True, return_counts=True)

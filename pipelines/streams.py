@@ -1,6 +1,5 @@
 """The `tf.data` streams: training, meta and evaluation, and label noise inside a pipeline."""
 
-import numbers
 
 import numpy as np
 import tensorflow as tf
@@ -18,6 +17,7 @@ from clidmu_tf.validation import (
     check_class_ids,
     check_fraction,
     check_positive_int,
+    check_seed,
     invalid_value,
 )
 
@@ -194,8 +194,7 @@ def make_training_data(
                 f"meta_objective={meta_objective!r} with {name} given"
             )
     augment_meta = check_bool("augment_meta", augment_meta)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise invalid_value("seed", "a non-negative integer", seed)
+    seed = check_seed(seed)
     augmentation = _resolve_augmentation(augment, None)
 
     if isinstance(dataset, str):

@@ -359,3 +359,37 @@ def test_numpy_bools_are_accepted_as_bools():
     assert load_dataset("digits", stream=np.False_).num_classes == 10
     selected, _ = stratified_split(Y, size=3, seed=0, balanced=np.True_)
     np.testing.assert_array_equal(selected, stratified_split(Y, size=3, seed=0, balanced=True)[0])
+
+
+def _seeded_calls(folder):
+    from clidmu_tf.pipelines import load_dataset, stratified_split, stream_image_folder
+
+    return {
+        "stream_image_folder": lambda seed: stream_image_folder(str(folder), seed=seed),
+        "load_dataset": lambda seed: load_dataset("digits", seed=seed),
+        "make_training_data": lambda seed: make_training_data("digits", seed=seed),
+        "corrupt_labels": lambda seed: corrupt_labels(
+            Y, kind="symmetric", rate=0.2, num_classes=3, seed=seed
+        ),
+        "stratified_split": lambda seed: stratified_split(Y, size=3, seed=seed),
+    }
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "0", True], ids=["negative", "float", "str", "bool"])
+@pytest.mark.parametrize("entry", ["stream_image_folder", "load_dataset", "make_training_data",
+                                   "corrupt_labels", "stratified_split"])
+def test_every_seed_argument_is_checked_by_one_rule(entry, seed, tmp_path):
+    # A negative seed once reached NumPy, whose "expected non-negative integer" named
+    # neither the argument nor the value.
+    from PIL import Image
+
+    for label in range(2):
+        (tmp_path / f"c{label}").mkdir()
+        for index in range(3):
+            Image.new("L", (4, 4), 60 * index).save(tmp_path / f"c{label}" / f"{index}.png")
+    with pytest.raises(ValueError) as raised:
+        _seeded_calls(tmp_path)[entry](seed)
+    assert str(raised.value) == (
+        f"Received an invalid value for `seed`, expected a non-negative integer. "
+        f"Received: seed={seed!r}"
+    )

@@ -588,12 +588,17 @@ def _draw_unlabeled_selection(unlabeled, meta_indices, selection_size, *, seed):
 
 def _check_unlabeled_inputs(unlabeled_inputs, data):
     """The unlabelled inputs as an array shaped and typed like the dataset's training inputs."""
-    array = np.asarray(unlabeled_inputs)
+    try:
+        array = np.asarray(unlabeled_inputs)
+        received = f"unlabeled_inputs of shape {array.shape}"
+    except ValueError:  # ragged, such as an `(x, y)` pair
+        array = np.empty((0,))
+        received = f"unlabeled_inputs of type {type(unlabeled_inputs).__name__}, not an array"
     if array.ndim < 2 or not len(array) or array.shape[1:] != data.input_shape:
         raise ValueError(
             "Received an invalid value for `unlabeled_inputs`, expected a non-empty array of "
             f"shape [U, {', '.join(map(str, data.input_shape))}] like the dataset's inputs. "
-            f"Received: unlabeled_inputs of shape {array.shape}"
+            f"Received: {received}"
         )
     if array.dtype != data.x_train.dtype:
         raise ValueError(

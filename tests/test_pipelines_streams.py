@@ -358,6 +358,9 @@ def test_default_selection_size():
         ({"labeled_fraction": 0.0}, r"Received: labeled_fraction=0\.0"),
         ({"labeled_fraction": float("nan")}, r"Received: labeled_fraction=nan"),
         ({"unlabeled_inputs": np.zeros((5, 8, 8))}, r"`unlabeled_inputs`, expected a non-empty"),
+        # An (x, y) pair, ragged for NumPy.
+        ({"unlabeled_inputs": (np.zeros((5, 8, 8, 1)), np.zeros(5))},
+         r"`unlabeled_inputs`.*of type tuple, not an array"),
         ({"unlabeled_inputs": np.zeros((5, 8, 8, 1), "uint8")}, r"dtype float32"),
         ({"unlabeled_inputs": np.zeros((5, 8, 8, 1), "float32"), "meta_objective": "ce_noisy"},
          r"unlabeled_inputs given"),

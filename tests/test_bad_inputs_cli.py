@@ -463,6 +463,7 @@ def _kill_after_epoch(out, phase, epoch, process):
     process.wait()
 
 
+@pytest.mark.slow  # two trainings and a killed process, over a minute
 def test_a_killed_run_resumes_to_the_result_of_an_uninterrupted_one(tmp_path, capsys):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     env = {**os.environ, "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}

@@ -87,7 +87,10 @@ def test_val_clid_search_selects_and_reloads_best_model(digits, tmp_path):
     assert np.isfinite(history.history["loss"][-1])
 
 
-@pytest.mark.parametrize("tuner", ["bayesian", keras_tuner.RandomSearch])
+# The Bayesian tuner's run is slow (about 25 s); the random one keeps the default run.
+@pytest.mark.parametrize(
+    "tuner", [pytest.param("bayesian", marks=pytest.mark.slow), keras_tuner.RandomSearch]
+)
 def test_clean_label_objective(digits, tmp_path, tuner):
     search_tuner, summary = run_search(
         digits["x_train"],
@@ -113,6 +116,7 @@ def test_clean_label_objective(digits, tmp_path, tuner):
         assert "val_clid" in trial["metrics"]
 
 
+@pytest.mark.slow  # two searches, about 35 s
 def test_seed_zero_repeats_the_search(digits, tmp_path):
     # keras-tuner's oracles take seed 0 for "no seed"; run_search must still repeat.
     searches = [

@@ -453,12 +453,17 @@ def test_run_report_is_written_atomically_and_only_when_finished(tmp_path):
         report.finish("running")
 
 
+def run_quick_search(capsys, out, *options):
+    """`tune` of one trial of one epoch on 150 digits into `out`, plus `options`."""
+    return run_cli(
+        capsys, "tune", "--out", str(out), "--limit-train", "150", "--max-trials", "1",
+        "--epochs", "1", "--verbose", "0", *options,
+    )  # fmt: skip
+
+
 def test_tune_runs_a_search_and_writes_a_summary(tmp_path, capsys):
     out = tmp_path / "search"
-    status, stdout, _ = run_cli(
-        capsys, "tune", "--out", str(out), "--limit-train", "150", "--max-trials", "1",
-        "--epochs", "1", "--verbose", "0", "--virtual-step", "head",
-    )  # fmt: skip
+    status, stdout, _ = run_quick_search(capsys, out, "--virtual-step", "head")
     assert status == 0
     with open(out / "search_settings.json") as handle:
         assert json.load(handle)["virtual_step"] == "head"
@@ -469,20 +474,15 @@ def test_tune_runs_a_search_and_writes_a_summary(tmp_path, capsys):
     assert "val_clean_accuracy" in stdout
 
 
-
 def test_tune_batch_size_fixes_the_batch_size_the_search_would_choose(tmp_path, capsys):
     out = tmp_path / "search"
-    status, _, err = run_cli(
-        capsys, "tune", "--out", str(out), "--limit-train", "150", "--max-trials", "1",
-        "--epochs", "1", "--verbose", "0", "--batch-size", "24",
-    )  # fmt: skip
+    status, _, err = run_quick_search(capsys, out, "--batch-size", "24")
     assert status == 0, err
     with open(out / "summary.json") as handle:
         (trial,) = json.load(handle)["trials"]
     assert trial["hyperparameters"]["batch_size"] == 24
     # Resuming the search with another batch size would rank two settings together.
-    status, _, err = run_cli(capsys, "tune", "--out", str(out), "--limit-train", "150",
-                             "--max-trials", "1", "--epochs", "1", "--verbose", "0")
+    status, _, err = run_quick_search(capsys, out)
     assert status == cli_utils.EXIT_USAGE and "--batch-size 24 then, None now" in err
 
 
@@ -587,10 +587,7 @@ def test_tune_fails_when_no_trial_completed(tmp_path, capsys, monkeypatch):
         return None, {"objective": {"name": "val_clid"}, "trials": [], "best": None}
 
     monkeypatch.setattr(clidmu_tf.tuning, "run_search", every_trial_failed)
-    status, _, err = run_cli(
-        capsys, "tune", "--out", str(tmp_path / "search"), "--limit-train", "150",
-        "--max-trials", "1", "--epochs", "1", "--verbose", "0",
-    )  # fmt: skip
+    status, _, err = run_quick_search(capsys, tmp_path / "search")
     assert status == cli_utils.EXIT_FAILED and "no trial completed" in err
 
 

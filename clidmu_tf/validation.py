@@ -101,6 +101,38 @@ def check_virtual_step(virtual_step, meta_objective):
     return virtual_step
 
 
+def check_meta_batch_size(size, replicas, name="meta batch size"):
+    """Refuses a meta batch on which CLID cannot be scored on every replica.
+
+    CLID compares the samples of a meta batch with each other (method.md, section 3), so it
+    needs at least 2. Under `tf.distribute` each replica scores its own share of the global
+    meta batch; an uneven split can leave one replica a single sample, which skips the meta
+    step on that replica alone, and under `MultiWorkerMirroredStrategy` the other workers
+    then wait for it for ever. So with `replicas` > 1 the size must be a multiple of
+    `replicas` of at least `2 * replicas`.
+
+    Args:
+        size: int, the global meta batch size (samples).
+        replicas: int, `strategy.num_replicas_in_sync`.
+        name: how the message names the size (an argument or a command-line flag).
+
+    Raises:
+        ValueError: naming `name` and `size`, and what would be accepted.
+    """
+    if replicas == 1 and size < 2:
+        raise ValueError(
+            "CLID compares the samples of a meta batch with each other and needs at least 2 "
+            f"per batch. Received: {name}={size}"
+        )
+    if replicas > 1 and (size % replicas or size < 2 * replicas):
+        raise ValueError(
+            f"The meta batch is split over the {replicas} replicas, and CLID needs an equal "
+            f"share of at least 2 samples on each: make {name} a multiple of {replicas} of "
+            f"at least {2 * replicas}. Received: {name}={size}"
+        )
+    return size
+
+
 def check_class_ids(labels, name="y", *, num_classes=None, length=None):
     """The one check of labels entering the library: integer class ids of shape `[N]`.
 

@@ -338,6 +338,24 @@ def test_mirrored_strategy_scales_losses_per_replica(two_cpu_strategy):
     assert int(meta_model.meta_optimizer.iterations.numpy()) == 1
 
 
+def test_a_meta_batch_that_cannot_split_over_the_replicas_is_refused(two_cpu_strategy):
+    # A share of 1 sample skips the meta step on that replica alone; under multi-worker
+    # training the other workers then waited for it for ever. The check is the model's, so
+    # `model.fit` refuses it as the command line does, before any step.
+    x, y = tiny_data(n=20)
+    with two_cpu_strategy.scope():
+        model = tiny_model()
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+    weights = [w.copy() for w in model.backbone.get_weights()]
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)
+    for size in (3, 2):
+        meta = tf.data.Dataset.from_tensor_slices(x).batch(size).repeat()
+        with pytest.raises(ValueError, match=rf"multiple of 2 of at least 4.*size.*={size}"):
+            model.fit(tf.data.Dataset.zip((train, meta)), epochs=1, verbose=0)
+    for before, after in zip(weights, model.backbone.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
 def test_keras_file_round_trip_restores_both_optimisers(tmp_path):
     x, y = tiny_data()
     model = tiny_model(temperature=0.3, meta_every=2, virtual_step="head")

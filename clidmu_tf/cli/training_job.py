@@ -12,7 +12,7 @@ import numpy as np
 
 from clidmu_tf.cli.run_directory import RunDirectory, load_keras_file, training_files
 from clidmu_tf.cli.run_report import RunReport
-from clidmu_tf.validation import check_bool, check_virtual_step
+from clidmu_tf.validation import check_bool, check_meta_batch_size, check_virtual_step
 
 # Each method is a meta-model and a meta objective of `CLIDMUModel`.
 METHODS = {
@@ -517,18 +517,15 @@ class TrainingJob:
                 + (f", --selection-size={len(data.selection_indices)}"
                    if len(data.selection_indices) else "")
             )
-        replicas = self.strategy.num_replicas_in_sync
-        if replicas > 1 and (data.meta_batch_size % replicas or data.meta_batch_size < 2 * replicas):
-            # Each replica scores CLID on its share of the meta batch, comparing its samples
-            # with each other; a share of one skips the meta step on that replica alone, and
-            # under MultiWorkerMirroredStrategy the others then wait for it for ever.
-            raise ValueError(
-                f"The meta batch is split over the {replicas} replicas, and each needs an equal "
-                "share of at least 2 samples: make --meta-batch-size a multiple of "
-                f"{replicas} of at least {2 * replicas}. Received: "
-                f"--meta-batch-size={data.meta_batch_size}"
-                + (" (the default for this data)" if config["meta_batch_size"] is None else "")
-            )
+        if METHODS[config["method"]][1] == "clid":
+            try:
+                check_meta_batch_size(
+                    data.meta_batch_size, self.strategy.num_replicas_in_sync, "--meta-batch-size"
+                )
+            except ValueError as error:
+                if config["meta_batch_size"] is not None:
+                    raise
+                raise ValueError(f"{error} (the default for this data)") from None
         self.test_labels = dataset.y_test
         # For an image folder, which file each labelled sample is (`inspect`'s file column).
         self.training_files = training_files(dataset, data.labeled_indices, config["dataset"])

@@ -17,6 +17,7 @@ from clidmu_tf.validation import (
     check_choice,
     check_class_ids,
     check_finite_inputs,
+    check_meta_batch_size,
     check_non_negative_float,
     check_positive_float,
     check_positive_int,
@@ -174,7 +175,9 @@ class CLIDMUModel(keras.Model):
 
     Before any step, `fit`, `evaluate` and `per_sample_weights` check the labels (integer
     class ids in range, one per input) and the inputs (no NaN or inf): arrays whole, a
-    dataset's first batch, and `validation_data` likewise. A batch of fewer than 2 samples is
+    dataset's first batch, and `validation_data` likewise. With CLID the meta batch needs at
+    least 2 samples on each replica and, under a strategy with several replicas, a size that
+    splits evenly over them (`ValueError` otherwise). A batch of fewer than 2 samples is
     left out of the `clid` and `val_clid` averages, and a meta step whose meta batch is too
     small for the meta loss or whose meta-gradient is not finite is skipped (the meta-model
     and its optimiser stay as they were) and counted in the `skipped_meta_updates` log.
@@ -614,11 +617,11 @@ class CLIDMUModel(keras.Model):
         self._check_arrays(batch_x, labels, "x", "y")
         if x_meta is not None:
             check_finite_inputs(_to_numpy(x_meta), "x_meta")
-            meta_size = _batch_size(x_meta)
-            if self.meta_objective == "clid" and meta_size < 2:
-                raise ValueError(
-                    "CLID compares the samples of a meta batch with each other and needs at "
-                    f"least 2 per batch. Received: meta batch size {meta_size}"
+            if self.meta_objective == "clid":
+                check_meta_batch_size(
+                    _batch_size(x_meta),
+                    self.distribute_strategy.num_replicas_in_sync,
+                    "the meta batch size (x_meta's first dimension)",
                 )
         if y_meta is not None:
             check_class_ids(

@@ -5,19 +5,16 @@ import warnings
 
 import numpy as np
 
-from clidmu_tf.pipelines.augmentation import Augmentation
-from clidmu_tf.pipelines.noise import corrupt_labels
+from clidmu_tf.pipelines.labelled_splits import LabelledSplits
 from clidmu_tf.validation import (
     check_class_ids,
-    check_class_names,
-    check_clean_labels,
     check_finite_inputs,
     invalid_value,
 )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class InMemoryDataset:
+class InMemoryDataset(LabelledSplits):
     """Arrays for training and evaluation, as `load_dataset` and friends return them.
 
     Images are kept compact: `uint8` arrays stand for pixels in [0, 255] and are scaled to
@@ -59,10 +56,6 @@ class InMemoryDataset:
     class_map: str | dict | None = None
 
     def __post_init__(self):
-        if self.augmentation not in Augmentation.RECIPES:
-            raise invalid_value(
-                "augmentation", f"one of {sorted(Augmentation.RECIPES)}", self.augmentation
-            )
         for split in ("train", "test"):
             x = np.asarray(getattr(self, f"x_{split}"))
             if not np.issubdtype(x.dtype, np.number) or x.ndim < 2:
@@ -82,14 +75,7 @@ class InMemoryDataset:
                 "`x_train` and `x_test` must hold samples of the same shape. Received: "
                 f"{self.x_train.shape[1:]} and {self.x_test.shape[1:]}"
             )
-        object.__setattr__(
-            self,
-            "y_train_clean",
-            check_clean_labels(self.y_train_clean, self.y_train, self.num_classes),
-        )
-        object.__setattr__(
-            self, "class_names", check_class_names(self.class_names, self.num_classes)
-        )
+        self._check_metadata()
         self._warn_about_empty_classes()
 
     def _warn_about_empty_classes(self):
@@ -118,33 +104,6 @@ class InMemoryDataset:
     def pixel_scale(self):
         """The factor that maps stored values to model inputs (1/255 for uint8 pixels)."""
         return 1.0 / 255.0 if self.x_train.dtype == np.uint8 else 1.0
-
-    @property
-    def clean_train_labels(self):
-        """The true training labels: `y_train_clean` when known, else `y_train`."""
-        return self.y_train if self.y_train_clean is None else self.y_train_clean
-
-    def corrupt_train_labels(self, *, kind, rate, seed, transition=None, class_map=None):
-        """Injects label noise into the true training labels (see `corrupt_labels`).
-
-        Instance-dependent noise reads the training inputs; asymmetric noise uses the
-        dataset's own class map unless `class_map` is given.
-
-        Returns:
-            `(noisy_labels, report)`, as `corrupt_labels` returns them.
-        """
-        if kind == "asymmetric":
-            class_map = class_map or self.class_map
-        return corrupt_labels(
-            self.clean_train_labels,
-            kind=kind,
-            rate=rate,
-            num_classes=self.num_classes,
-            seed=seed,
-            features=self.inputs() if kind == "instance" else None,
-            transition=transition,
-            class_map=class_map,
-        )
 
     def inputs(self, indices=None, *, split="train"):
         """Float32 model inputs of the `split` samples at `indices` (all by default)."""

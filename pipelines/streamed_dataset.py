@@ -5,18 +5,15 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from clidmu_tf.pipelines.augmentation import Augmentation
-from clidmu_tf.pipelines.noise import corrupt_labels
+from clidmu_tf.pipelines.labelled_splits import LabelledSplits
 from clidmu_tf.validation import (
     check_class_ids,
-    check_class_names,
-    check_clean_labels,
     invalid_value,
 )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class StreamedDataset:
+class StreamedDataset(LabelledSplits):
     """Images for training and evaluation, decoded only when read.
 
     The counterpart of `InMemoryDataset` for image data larger than memory once decoded: it
@@ -72,10 +69,6 @@ class StreamedDataset:
     encoded: bool = False
 
     def __post_init__(self):
-        if self.augmentation not in Augmentation.RECIPES:
-            raise invalid_value(
-                "augmentation", f"one of {sorted(Augmentation.RECIPES)}", self.augmentation
-            )
         if len(self.image_shape) != 3 or self.image_shape[-1] not in (1, 3):
             raise invalid_value("image_shape", "(height, width, 1 or 3)", self.image_shape)
         if self.encoded and self.resized:
@@ -95,15 +88,8 @@ class StreamedDataset:
                 )
             object.__setattr__(self, f"{split}_files", files)
             object.__setattr__(self, f"y_{split}", labels)
-        object.__setattr__(
-            self,
-            "y_train_clean",
-            check_clean_labels(self.y_train_clean, self.y_train, self.num_classes),
-        )
         object.__setattr__(self, "image_shape", tuple(int(side) for side in self.image_shape))
-        object.__setattr__(
-            self, "class_names", check_class_names(self.class_names, self.num_classes)
-        )
+        self._check_metadata()
 
     @property
     def input_shape(self):
@@ -113,34 +99,6 @@ class StreamedDataset:
     def pixel_scale(self):
         """The factor that maps stored pixels (uint8) to model inputs in [0, 1]."""
         return 1.0 / 255.0
-
-    @property
-    def clean_train_labels(self):
-        """The true training labels: `y_train_clean` when known, else `y_train`."""
-        return self.y_train if self.y_train_clean is None else self.y_train_clean
-
-    def corrupt_train_labels(self, *, kind, rate, seed, transition=None, class_map=None):
-        """Injects label noise into the true training labels (see `corrupt_labels`).
-
-        Instance-dependent noise reads every training image once, in chunks; only the
-        labels are kept. The result equals `InMemoryDataset.corrupt_train_labels` on the
-        same images.
-
-        Returns:
-            `(noisy_labels, report)`, as `corrupt_labels` returns them.
-        """
-        if kind == "asymmetric":
-            class_map = class_map or self.class_map
-        return corrupt_labels(
-            self.clean_train_labels,
-            kind=kind,
-            rate=rate,
-            num_classes=self.num_classes,
-            seed=seed,
-            features=self.inputs if kind == "instance" else None,
-            transition=transition,
-            class_map=class_map,
-        )
 
     def pixels(self, indices=None, *, split="train"):
         """The uint8 images `[n, *image_shape]` of the `split` samples at `indices` (all by

@@ -564,3 +564,20 @@ def test_fit_under_a_mirrored_strategy_with_one_replica():
         model.compile()
     history = model.fit(tf.data.Dataset.zip((train, meta)), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
+
+
+@pytest.mark.parametrize("meta_every", [1, 2])
+def test_train_on_batch_takes_one_fit_element(meta_every):
+    # Keras hands train_step `(x, y, sample_weight)`: a `((x, y), x_meta)` element passed as
+    # `train_on_batch(x=(x, y), y=x_meta)` arrives as a triple.
+    x, y = tiny_data(n=10)
+    model = tiny_model(meta_every=meta_every)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    for _ in range(3):
+        logs = model.train_on_batch((x, y), x, return_dict=True)
+    assert np.isfinite(logs["meta_loss"])
+    assert int(model.optimizer.iterations.numpy()) == 3
+    # Steps 0, 1, 2: a meta update at each, or at steps 0 and 2.
+    assert int(model.meta_optimizer.iterations.numpy()) == (3 if meta_every == 1 else 2)
+    with pytest.raises(ValueError, match="sample_weight"):
+        model.train_on_batch((x, y), x, sample_weight=np.ones(10, "float32"))

@@ -393,7 +393,9 @@ class CLIDMUModel(keras.Model):
         if self.meta_objective == "none":
             x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
             return x, y, None, None
-        (x, y), meta = data
+        # `fit` passes the dataset's pairs; `train_on_batch(x=(x, y), y=meta)` a triple whose
+        # third entry is the (refused, hence None) sample weight.
+        (x, y), meta, _ = keras.utils.unpack_x_y_sample_weight(data)
         if self.meta_objective in LABELLED_META_OBJECTIVES:
             x_meta, y_meta = meta
             return x, y, x_meta, y_meta
@@ -534,7 +536,8 @@ class CLIDMUModel(keras.Model):
     def _skip_meta_update(self):
         return ops.zeros((), "float32"), ops.zeros((), "float32")
 
-    def fit(self, x=None, y=None, **kwargs):
+    @staticmethod
+    def _refuse_sample_weights(kwargs):
         for name in ("sample_weight", "class_weight"):
             if kwargs.get(name) is not None:
                 # The meta-model decides each sample's weight; a second weighting would
@@ -543,6 +546,18 @@ class CLIDMUModel(keras.Model):
                     f"CLIDMUModel learns per-sample weights itself and takes no `{name}`. "
                     f"Received: {name} of type {type(kwargs[name]).__name__}"
                 )
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        """One training step on one `fit` element, given as `x=(x, y)`, `y=x_meta` (CLID).
+
+        With a labelled meta objective `y` is `(x_meta, y_meta)`; with `"none"`, plain
+        `x, y`. `sample_weight` and `class_weight` are refused, as in `fit`.
+        """
+        self._refuse_sample_weights({"sample_weight": sample_weight, "class_weight": class_weight})
+        return super().train_on_batch(x, y, return_dict=return_dict)
+
+    def fit(self, x=None, y=None, **kwargs):
+        self._refuse_sample_weights(kwargs)
         replicas = self.distribute_strategy.num_replicas_in_sync
         if self.meta_every > 1 and replicas > 1 and self.steps_per_execution > 1:
             # Several steps in one call schedule the meta update with a tf.cond around the

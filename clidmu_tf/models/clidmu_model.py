@@ -518,19 +518,50 @@ class CLIDMUModel(keras.Model):
             meta_logits = meta_logits + fast_bias
         return {"logits": meta_logits, "features": meta_features}
 
-    def _meta_update(self, train_tape, outputs, labels, x_meta, y_meta):
+    def _meta_update(self, train_tape, outputs, labels, x_meta, y_meta, scheduled=None):
         """Returns `(meta_loss, applied)`; `applied` is 0.0 when the update was skipped.
 
         The update is skipped (and counted in `skipped_meta_updates`) when the
         meta-gradient is not finite, or when the meta batch is too small for the meta loss
         (CLID needs 2 samples), so that one bad batch cannot turn the meta-model into NaN.
+
+        `scheduled`: None for a meta step, or a boolean scalar tensor that decides in the
+        graph whether this step is one (`meta_every` > 1 with several steps per call). Only
+        the meta-gradient is computed in that conditional: the meta optimiser's update
+        synchronises replicas under any `tf.distribute` strategy, which a conditional branch
+        cannot hold, so it is taken (or skipped, changing nothing) by `apply_if_usable`.
         """
-        meta_loss, meta_gradients = self.meta_gradients(train_tape, outputs, labels, x_meta, y_meta)
+        meta_variables = self.meta_model.trainable_variables
+        if scheduled is None:
+            meta_loss, meta_gradients = self.meta_gradients(
+                train_tape, outputs, labels, x_meta, y_meta
+            )
+        else:
+
+            def compute():
+                meta_loss, gradients = self.meta_gradients(
+                    train_tape, outputs, labels, x_meta, y_meta
+                )
+                # Both branches return dense tensors (VRI's label embedding has a sparse
+                # gradient).
+                return ops.cast(meta_loss, "float32"), [
+                    ops.zeros(variable.shape, variable.dtype)
+                    if gradient is None
+                    else tf.convert_to_tensor(gradient)
+                    for gradient, variable in zip(gradients, meta_variables)
+                ]
+
+            def skip():
+                return ops.zeros((), "float32"), [
+                    ops.zeros(variable.shape, variable.dtype) for variable in meta_variables
+                ]
+
+            meta_loss, meta_gradients = ops.cond(scheduled, compute, skip)
         meta_batch = ops.shape(tf.nest.flatten(x_meta)[0])[0]
         usable = meta_batch >= (2 if self.meta_objective == "clid" else 1)
-        applied = apply_if_usable(
-            self.meta_optimizer, meta_gradients, self.meta_model.trainable_variables, usable
-        )
+        if scheduled is not None:
+            usable = ops.logical_and(usable, scheduled)
+        applied = apply_if_usable(self.meta_optimizer, meta_gradients, meta_variables, usable)
         return meta_loss, applied
 
     def _skip_meta_update(self):
@@ -560,9 +591,10 @@ class CLIDMUModel(keras.Model):
         self._refuse_sample_weights(kwargs)
         replicas = self.distribute_strategy.num_replicas_in_sync
         if self.meta_every > 1 and replicas > 1 and self.steps_per_execution > 1:
-            # Several steps in one call schedule the meta update with a tf.cond around the
-            # meta optimiser, and a cross-replica synchronisation cannot sit inside a
-            # conditional branch.
+            # Several steps in one call decide the meta update in the graph, computing the
+            # meta-gradient in a tf.cond inside the steps' loop; with several replicas
+            # TensorFlow (2.21) fails to run that conditional ("You must feed a value for
+            # placeholder tensor ... while/cond/Placeholder").
             raise ValueError(
                 "`meta_every` > 1 with more than one replica needs `steps_per_execution=1` "
                 f"in compile. Received: meta_every={self.meta_every}, {replicas} replicas, "
@@ -764,10 +796,8 @@ class CLIDMUModel(keras.Model):
             is_meta_step = 1.0
         else:
             is_meta_step = ops.equal(self.optimizer.iterations % self.meta_every, 0)
-            meta_loss, applied = ops.cond(
-                is_meta_step,
-                lambda: self._meta_update(train_tape, outputs, labels, x_meta, y_meta),
-                self._skip_meta_update,
+            meta_loss, applied = self._meta_update(
+                train_tape, outputs, labels, x_meta, y_meta, scheduled=is_meta_step
             )
         is_meta_step = ops.cast(is_meta_step, "float32")
 

@@ -12,7 +12,9 @@ CLID objective, Meta-Weight-Net. The variants:
 Time: steps are timed after a warm-up, alternating between the variants in rounds so that
 machine noise hits all alike; each figure is the median over the rounds, and ratios are to
 the plain step. Use a number of steps per round that is a multiple of N, so that each round
-holds the same share of meta steps.
+holds the same share of meta steps (the script warns otherwise). The warm-up takes at least 2
+steps, so that the `meta_every` variants have traced their step with and their step without
+the meta update before the timing.
 
 Peak memory: each variant runs again in a fresh subprocess (so no variant inherits another's
 peak). On a GPU, the peak of `tf.config.experimental.get_memory_info` over the steps
@@ -39,6 +41,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from clidmu_tf import CLIDMUModel, backbones  # noqa: E402
+from clidmu_tf.cli.cli_utils import positive_int  # noqa: E402
 
 INPUT_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
@@ -125,18 +128,61 @@ def measure_memory_in_subprocesses(names, args):
     return peaks
 
 
-def main():
+def at_least(minimum, reason):
+    """An argparse type: an integer of at least `minimum`."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer of at least {minimum} ({reason}). Received: {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def parse_args(argv=None):
+    """The command line, checked before any model is built."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=10, help="steps per round")
-    parser.add_argument("--warmup", type=int, default=6, help="steps before timing")
-    parser.add_argument("--meta-every", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=100, help="batch and meta batch size")
+    parser.add_argument("--rounds", type=positive_int, default=5)
+    parser.add_argument("--steps", type=positive_int, default=10, help="steps per round")
+    parser.add_argument(
+        "--warmup", type=at_least(2, "the meta_every variants trace a step with and one "
+        "without the meta update"), default=6, help="steps before timing (at least 2)",
+    )  # fmt: skip
+    parser.add_argument("--meta-every", type=positive_int, default=5)
+    parser.add_argument(
+        "--batch", type=at_least(2, "CLID compares the samples of a meta batch"), default=100,
+        help="batch and meta batch size",
+    )  # fmt: skip
     parser.add_argument("--jit", action="store_true", help="XLA-compile every step")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--measure-memory", metavar="VARIANT", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.measure_memory is not None and args.measure_memory not in variants(args.meta_every):
+        parser.error(
+            f"argument --measure-memory: expected one of {list(variants(args.meta_every))}. "
+            f"Received: {args.measure_memory!r}"
+        )
+    if args.json is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        # Found out before the runs, not after them.
+        parser.error(f"argument --json: its folder does not exist. Received: {args.json!r}")
+    if args.steps % args.meta_every:
+        print(
+            f"Warning: --steps {args.steps} is not a multiple of --meta-every "
+            f"{args.meta_every}: the rounds hold different shares of meta steps.",
+            file=sys.stderr,
+        )
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     table = variants(args.meta_every)
 
     if args.measure_memory:

@@ -612,3 +612,23 @@ def test_train_on_batch_takes_one_fit_element(meta_every):
     assert int(model.meta_optimizer.iterations.numpy()) == (3 if meta_every == 1 else 2)
     with pytest.raises(ValueError, match="sample_weight"):
         model.train_on_batch((x, y), x, sample_weight=np.ones(10, "float32"))
+
+
+def test_a_subclassed_backbone_is_refused_without_sending_the_user_back_here():
+    # The message used to advise passing a subclassed model "straight to CLIDMUModel",
+    # which is where it came from.
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.hidden = keras.layers.Dense(8, activation="relu")
+            self.head = keras.layers.Dense(3)
+
+        def call(self, x):
+            features = self.hidden(x)
+            return {"logits": self.head(features), "features": features}
+
+    backbone = Subclassed()
+    backbone(np.zeros((1, 6), "float32"))
+    with pytest.raises(ValueError, match="functional API") as error:
+        CLIDMUModel(backbone)
+    assert "CLIDMUModel with a call()" not in str(error.value)

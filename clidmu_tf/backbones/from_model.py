@@ -47,9 +47,10 @@ def from_model(model, feature_layer=None):
     output = _symbolic_output(model)
     if output is None:
         raise ValueError(
-            "A subclassed model cannot be adapted: build it with the functional API, or pass "
-            "it straight to CLIDMUModel with a call() that returns {'logits': ..., "
-            f"'features': ...}}. Received: model={model.name!r}"
+            "A subclassed model cannot be a backbone (CLIDMUModel reads a backbone's "
+            "symbolic outputs): build it with the functional API, returning {'logits': ..., "
+            "'features': ...} or its logits together with `feature_layer`. Received: "
+            f"model={model.name!r}"
         )
     if isinstance(output, dict):
         missing = sorted({"logits", "features"} - set(output))

@@ -183,8 +183,9 @@ class CLIDMUModel(keras.Model):
     and its optimiser stay as they were) and counted in the `skipped_meta_updates` log.
 
     Args:
-        backbone: a Keras model returning `{"logits": [B, C], "features": [B, D]}`, or a
-            functional model returning logits together with `feature_layer`.
+        backbone: a functional (or Sequential) Keras model returning `{"logits": [B, C],
+            "features": [B, D]}`, or returning logits together with `feature_layer`; a
+            subclassed model is refused.
         meta_model: `"wnet"` (Meta-Weight-Net, default), `"vri"` (variational rectifier), or a
             Keras model mapping per-sample losses `[B, 1]` to weights `[B, 1]`.
         meta_objective: the meta loss, `"clid"` (default, label-free), `"ce_clean"`,

@@ -614,6 +614,17 @@ def test_train_on_batch_takes_one_fit_element(meta_every):
         model.train_on_batch((x, y), x, sample_weight=np.ones(10, "float32"))
 
 
+def test_train_on_batch_with_a_meta_update_is_refused_on_several_replicas(two_cpu_strategy):
+    # It failed inside TensorFlow ("You must feed a value for placeholder tensor").
+    x, y = tiny_data(n=10)
+    with two_cpu_strategy.scope():
+        model = tiny_model()
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+    with pytest.raises(ValueError, match="meta_objective='clid', 2 replicas"):
+        model.train_on_batch((x, y), x)
+    assert int(model.optimizer.iterations.numpy()) == 0
+
+
 def test_a_subclassed_backbone_is_refused_without_sending_the_user_back_here():
     # The message used to advise passing a subclassed model "straight to CLIDMUModel",
     # which is where it came from.

@@ -584,8 +584,21 @@ class CLIDMUModel(keras.Model):
 
         With a labelled meta objective `y` is `(x_meta, y_meta)`; with `"none"`, plain
         `x, y`. `sample_weight` and `class_weight` are refused, as in `fit`.
+
+        Raises:
+            ValueError: for `sample_weight` or `class_weight`, and for a meta update under a
+                strategy with more than one replica (use `fit` with a `tf.data.Dataset`).
         """
         self._refuse_sample_weights({"sample_weight": sample_weight, "class_weight": class_weight})
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if self.meta_objective != "none" and replicas > 1:
+            # Keras gives every replica the whole undistributed batch here, and TensorFlow
+            # (2.21) fails to run the meta update's cross-replica conditional on it.
+            raise ValueError(
+                "`train_on_batch` with a meta update runs on one replica; with several, train "
+                "with `fit` on a tf.data.Dataset, which splits each batch over the replicas. "
+                f"Received: meta_objective={self.meta_objective!r}, {replicas} replicas"
+            )
         return super().train_on_batch(x, y, return_dict=return_dict)
 
     def fit(self, x=None, y=None, **kwargs):

@@ -369,6 +369,32 @@ def test_mirrored_strategy_scales_losses_per_replica(two_cpu_strategy):
     assert int(meta_model.meta_optimizer.iterations.numpy()) == 1
 
 
+def test_a_dataset_passed_again_is_not_checked_again(monkeypatch):
+    # Checking reads the first batch, which refills a shuffle buffer: `fit(epochs=1)` in a
+    # loop on the same dataset checks it once. A dataset that failed the check is checked
+    # (and refused) again, and a new dataset is checked.
+    x, y = tiny_data()
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    reads = []
+    first_element = CLIDMUModel._first_element
+    monkeypatch.setattr(
+        CLIDMUModel,
+        "_first_element",
+        staticmethod(lambda dataset, name: reads.append(name) or first_element(dataset, name)),
+    )
+    data, validation = clid_stream(x, y), tf.data.Dataset.from_tensor_slices((x, y)).batch(10)
+    for _ in range(3):
+        model.fit(data, validation_data=validation, epochs=1, verbose=0)
+    assert reads == ["x", "validation_data"]
+    bad = clid_stream(x, np.where(y == 0, 3, y).astype("int32"))
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"\[0, 3\)"):
+            model.fit(bad, epochs=1, verbose=0)
+    model.fit(clid_stream(x, y), epochs=1, verbose=0)
+    assert reads == ["x", "validation_data", "x", "x", "x"]
+
+
 def test_a_meta_batch_that_cannot_split_over_the_replicas_is_refused(two_cpu_strategy):
     # A share of 1 sample skips the meta step on that replica alone; under multi-worker
     # training the other workers then waited for it for ever. The check is the model's, so

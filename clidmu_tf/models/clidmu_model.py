@@ -1,5 +1,6 @@
 import functools
 import threading
+import weakref
 
 import keras
 import numpy as np
@@ -270,6 +271,8 @@ class CLIDMUModel(keras.Model):
         # the optimiser when training starts (see make_train_function).
         self._meta_schedule_step = None
         self._epoch_iterator = _BackgroundRelease()
+        # The datasets whose first batch `fit` has checked (see `_check_once`).
+        self._checked_datasets = weakref.WeakSet()
         self.meta_optimizer = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
@@ -614,9 +617,13 @@ class CLIDMUModel(keras.Model):
                 f"in compile. Received: meta_every={self.meta_every}, {replicas} replicas, "
                 f"steps_per_execution={self.steps_per_execution}"
             )
-        self._check_fit_data(x, y)
-        if kwargs.get("validation_data") is not None:
-            self._check_evaluation_data(kwargs["validation_data"], "validation_data")
+        self._check_once(x, lambda: self._check_fit_data(x, y))
+        validation_data = kwargs.get("validation_data")
+        if validation_data is not None:
+            self._check_once(
+                validation_data,
+                lambda: self._check_evaluation_data(validation_data, "validation_data"),
+            )
         if isinstance(x, tf.data.Dataset):
             # A dataset is shuffled by its pipeline; Keras would only warn about the default.
             kwargs.setdefault("shuffle", False)
@@ -627,6 +634,21 @@ class CLIDMUModel(keras.Model):
             return super().fit(x, y, **kwargs)
         finally:
             self._epoch_iterator.release()
+
+    def _check_once(self, data, check):
+        """Runs `check()` unless `data` is a dataset that passed it in an earlier `fit`.
+
+        Checking reads a dataset's first batch, which refills its shuffle buffer; a dataset
+        passed again (`fit(epochs=1)` in a loop) passed already, and plain Keras spends
+        nothing extra on a repeated `fit`. Datasets are held by weak reference, so the model
+        does not keep a user's pipeline alive.
+        """
+        is_dataset = isinstance(data, tf.data.Dataset)
+        if is_dataset and data in self._checked_datasets:
+            return
+        check()
+        if is_dataset:
+            self._checked_datasets.add(data)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras (3.15) passes a whole distributed batch to `strategy.reduce`, which takes a

@@ -98,6 +98,9 @@ def parse_args(argv=None):
     parser.add_argument("--lr-schedule", default=None, choices=["cosine", "constant", "cyclic"],
                         help="cyclic: cosine restarting every 5 epochs (the authors' code)")
     parser.add_argument("--augment", default=None, help="as `clidmu-tf train --augment`")
+    parser.add_argument("--virtual-step", default=None, choices=["full", "head"],
+                        help="as `clidmu-tf train --virtual-step` for the meta-learning methods "
+                        "(default: the job's, full); `ce` takes no virtual step")
     parser.add_argument("--snapshot-selection", default="meta-set",
                         choices=["held-out", "meta-set"],
                         help="as `clidmu-tf train --snapshot-selection` (default meta-set)")
@@ -152,6 +155,8 @@ def planned_runs(args):
                 value = getattr(args, key)
                 if value is not None and not (key == "lr_schedule" and value == "cyclic"):
                     config[key] = value
+            if args.virtual_step is not None and method != "ce":
+                config["virtual_step"] = args.virtual_step
             probe = {
                 "meta_optimizer": args.meta_optimizer,
                 "cyclic": args.lr_schedule == "cyclic",
@@ -440,6 +445,8 @@ def summarize(records, by_tag=False):
         name = probe.get("tag") or config["method"] if by_tag else config["method"]
         if config.get("labeled_fraction") is not None:
             name += f" ({config['labeled_fraction']:.0%} labelled)"
+        if config.get("virtual_step", "full") != "full":
+            name += f" ({config['virtual_step']} step)"
         key = (config["dataset"], config["noise"], config["backbone"], name,
                config.get("temperature", 0.5), config["epochs"],
                # Runs before the held-out selection set ranked by the meta set.

@@ -52,3 +52,16 @@ def test_lowest_breaks_ties_towards_the_earlier_epoch():
     scores = [3.0, 1.0, 2.0, 1.0, 5.0]
     assert accuracy.lowest(scores, [1, 2, 3, 4, 5], k=2) == [2, 4]
     assert accuracy.lowest(scores, [3, 4, 5], k=2) == [3, 4]
+
+
+def test_the_virtual_step_option_reaches_the_meta_learning_runs_only():
+    accuracy = load_benchmark_script("accuracy")
+    argv = ["--datasets", "digits", "--noises", "symmetric:0.6", "--backbones", "small_cnn",
+            "--methods", "ce", "clid-wnet", "--seeds", "0"]  # fmt: skip
+    runs = accuracy.planned_runs(accuracy.parse_args(argv + ["--virtual-step", "head"]))
+    steps = {run["config"]["method"]: run["config"].get("virtual_step") for run in runs}
+    # Cross-entropy takes no virtual step (the job refuses "head" with it).
+    assert steps == {"ce": None, "clid-wnet": "head"}
+    # Without the option the runs are those recorded before it existed, so they stay done.
+    default = accuracy.planned_runs(accuracy.parse_args(argv))
+    assert all("virtual_step" not in run["config"] for run in default)

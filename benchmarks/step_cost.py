@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from clidmu_tf import CLIDMUModel, backbones  # noqa: E402
-from clidmu_tf.cli.cli_utils import positive_int  # noqa: E402
+from clidmu_tf.cli.cli_utils import integer_at_least, positive_int  # noqa: E402
 
 INPUT_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
@@ -128,35 +128,18 @@ def measure_memory_in_subprocesses(names, args):
     return peaks
 
 
-def at_least(minimum, reason):
-    """An argparse type: an integer of at least `minimum`."""
-
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(
-                f"expected an integer of at least {minimum} ({reason}). Received: {text!r}"
-            )
-        return value
-
-    return parse
-
-
 def parse_args(argv=None):
     """The command line, checked before any model is built."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=positive_int, default=5)
     parser.add_argument("--steps", type=positive_int, default=10, help="steps per round")
     parser.add_argument(
-        "--warmup", type=at_least(2, "the meta_every variants trace a step with and one "
+        "--warmup", type=integer_at_least(2, "the meta_every variants trace a step with and one "
         "without the meta update"), default=6, help="steps before timing (at least 2)",
     )  # fmt: skip
     parser.add_argument("--meta-every", type=positive_int, default=5)
     parser.add_argument(
-        "--batch", type=at_least(2, "CLID compares the samples of a meta batch"), default=100,
+        "--batch", type=integer_at_least(2, "CLID compares the samples of a meta batch"), default=100,
         help="batch and meta batch size",
     )  # fmt: skip
     parser.add_argument("--jit", action="store_true", help="XLA-compile every step")

@@ -389,7 +389,6 @@ def _check_num_classes(num_classes):
     return int(num_classes)
 
 
-
 def _check_class_map(class_map, num_classes):
     if class_map is None:
         raise ValueError(

@@ -114,16 +114,23 @@ def _integer_at_least(text, minimum, expected):
     except ValueError:
         value = minimum - 1
     if value < minimum:
-        raise argparse.ArgumentTypeError(f"expected a {expected} integer. Received: {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {expected}. Received: {text!r}")
     return value
 
 
 def positive_int(text):
-    return _integer_at_least(text, 1, "positive")
+    return _integer_at_least(text, 1, "a positive integer")
 
 
 def non_negative_int(text):
-    return _integer_at_least(text, 0, "non-negative")
+    return _integer_at_least(text, 0, "a non-negative integer")
+
+
+def integer_at_least(minimum, reason):
+    """An argparse type: an integer of at least `minimum`; `reason` says why in the error."""
+    return lambda text: _integer_at_least(
+        text, minimum, f"an integer of at least {minimum} ({reason})"
+    )
 
 
 def positive_float(text):

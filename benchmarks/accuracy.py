@@ -101,6 +101,9 @@ def parse_args(argv=None):
     parser.add_argument("--virtual-step", default=None, choices=["full", "head"],
                         help="as `clidmu-tf train --virtual-step` for the meta-learning methods "
                         "(default: the job's, full); `ce` takes no virtual step")
+    parser.add_argument("--weight-normalization", default=None, choices=["batch", "class"],
+                        help="as `clidmu-tf train --weight-normalization` for the "
+                        "Meta-Weight-Net methods (default: the job's)")
     parser.add_argument("--snapshot-selection", default="meta-set",
                         choices=["held-out", "meta-set"],
                         help="as `clidmu-tf train --snapshot-selection` (default meta-set)")
@@ -157,6 +160,8 @@ def planned_runs(args):
                     config[key] = value
             if args.virtual_step is not None and method != "ce":
                 config["virtual_step"] = args.virtual_step
+            if args.weight_normalization is not None and method.startswith(("clid-wnet", "wnet")):
+                config["weight_normalization"] = args.weight_normalization
             probe = {
                 "meta_optimizer": args.meta_optimizer,
                 "cyclic": args.lr_schedule == "cyclic",
@@ -447,6 +452,8 @@ def summarize(records, by_tag=False):
             name += f" ({config['labeled_fraction']:.0%} labelled)"
         if config.get("virtual_step", "full") != "full":
             name += f" ({config['virtual_step']} step)"
+        if config.get("weight_normalization", "batch") != "batch":
+            name += f" ({config['weight_normalization']}-normalised weights)"
         key = (config["dataset"], config["noise"], config["backbone"], name,
                config.get("temperature", 0.5), config["epochs"],
                # Runs before the held-out selection set ranked by the meta set.

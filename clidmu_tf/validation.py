@@ -101,6 +101,42 @@ def check_virtual_step(virtual_step, meta_objective):
     return virtual_step
 
 
+def resolve_weight_normalization(weight_normalization, default, uses_rectifier, meta_objective):
+    """The normalisation of the meta-model's sample weights, `None` resolved to `default`.
+
+    Only Meta-Weight-Net (or a custom meta-model mapping losses to weights) gives sample
+    weights; VRI's rectifier scales the logits instead (method.md, section 4), and
+    `meta_objective="none"` trains plain cross-entropy without a meta-model. There `None` (the
+    default) stays `None`, and a value given on purpose is refused rather than ignored.
+
+    Args:
+        weight_normalization: `"batch"`, `"class"` or None.
+        default: what None comes to where sample weights exist.
+        uses_rectifier: whether the meta-model is VRI's rectifier.
+        meta_objective: the model's meta objective.
+
+    Returns:
+        `"batch"`, `"class"`, or None where there are no sample weights.
+
+    Raises:
+        ValueError: for another value, or a value with VRI or `meta_objective="none"`,
+            naming the argument and what it was given with.
+    """
+    if weight_normalization is not None:
+        check_choice("weight_normalization", weight_normalization, ("batch", "class"))
+    if uses_rectifier or meta_objective == "none":
+        if weight_normalization is None:
+            return None
+        without = "meta_model='vri'" if uses_rectifier else "meta_objective='none'"
+        raise ValueError(
+            "Received an invalid value for `weight_normalization`: only a meta-model that "
+            f"weights the samples (Meta-Weight-Net) has weights to normalise, and {without} "
+            "has none; leave weight_normalization=None. Received: "
+            f"weight_normalization={weight_normalization!r} with {without}"
+        )
+    return default if weight_normalization is None else weight_normalization
+
+
 def check_meta_batch_size(size, replicas, name="meta batch size"):
     """Refuses a meta batch on which CLID cannot be scored on every replica.
 

@@ -65,3 +65,14 @@ def test_the_virtual_step_option_reaches_the_meta_learning_runs_only():
     # Without the option the runs are those recorded before it existed, so they stay done.
     default = accuracy.planned_runs(accuracy.parse_args(argv))
     assert all("virtual_step" not in run["config"] for run in default)
+
+
+def test_the_weight_normalization_option_reaches_the_meta_weight_net_runs_only():
+    accuracy = load_benchmark_script("accuracy")
+    argv = ["--datasets", "digits", "--noises", "symmetric:0.6", "--backbones", "small_cnn",
+            "--methods", "ce", "clid-wnet", "clid-vri", "wnet-clean-meta", "--seeds", "0",
+            "--weight-normalization", "class"]  # fmt: skip
+    runs = accuracy.planned_runs(accuracy.parse_args(argv))
+    chosen = {run["config"]["method"]: run["config"].get("weight_normalization") for run in runs}
+    # The job refuses it where there are no sample weights (cross-entropy, VRI).
+    assert chosen == {"ce": None, "clid-vri": None, "clid-wnet": "class", "wnet-clean-meta": "class"}

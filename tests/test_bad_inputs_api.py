@@ -240,6 +240,21 @@ CASES = {
         lambda: search(meta_objective="none", virtual_step="head"),
         ["`virtual_step`", "virtual_step='head'", "meta_objective='none'"],
     ),
+    # A normalisation of sample weights where there are none.
+    "CLIDMUModel weight normalization with VRI": (
+        lambda: CLIDMUModel(backbones.mlp((6,), 3), meta_model="vri", weight_normalization="class"),
+        ["`weight_normalization`", "weight_normalization='class'", "meta_model='vri'"],
+    ),
+    "CLIDMUModel weight normalization with meta_objective none": (
+        lambda: CLIDMUModel(
+            backbones.mlp((6,), 3), meta_objective="none", weight_normalization="batch"
+        ),
+        ["`weight_normalization`", "weight_normalization='batch'", "meta_objective='none'"],
+    ),
+    "run_search weight normalization unknown": (
+        lambda: search(weight_normalization="sample"),
+        ["`weight_normalization`", "weight_normalization='sample'"],
+    ),
     # A6: a softmax that cannot be turned back into logits.
     "softmax inside a nested model": (
         lambda: CLIDMUModel(nested_softmax_model(), feature_layer="hidden"),

@@ -241,6 +241,21 @@ CASES = {
         ["tune", "--out", "{out}", "--method", "ce", "--virtual-step", "head"], USAGE,
         ["--virtual-step=head", "--method=ce"],
     ),
+    "--weight-normalization with --method ce": (
+        train("--method", "ce", "--weight-normalization", "class"), USAGE,
+        ["--weight-normalization=class", "--method=ce", "no"],
+    ),
+    "--weight-normalization with --method clid-vri": (
+        train("--method", "clid-vri", "--weight-normalization", "batch"), USAGE,
+        ["--weight-normalization=batch", "--method=clid-vri"],
+    ),
+    "tune --weight-normalization with --method clid-vri": (
+        ["tune", "--out", "{out}", "--method", "clid-vri", "--weight-normalization", "class"],
+        USAGE, ["--weight-normalization=class", "--method=clid-vri"],
+    ),
+    "--weight-normalization unknown": (
+        train("--weight-normalization", "sample"), USAGE, ["batch", "class", "'sample'"],
+    ),
     "--resume with --overwrite": (
         train("--resume", "--overwrite"), USAGE, ["--overwrite", "--resume", "not both"],
     ),

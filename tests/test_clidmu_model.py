@@ -51,11 +51,29 @@ def test_fit_runs_in_every_execution_mode(mode, meta_model):
     assert model.predict(x, verbose=0).shape == (40, 3)
 
 
-@pytest.mark.parametrize("virtual_step", ["full", "head"])
-def test_meta_gradient_agrees_with_finite_difference_through_the_virtual_step(virtual_step):
+def normalized_weights_reference(weights, labels, normalization):
+    """The weights' normalisation written out class by class (the model's is vectorised)."""
+    if normalization == "batch":
+        return weights / tf.reduce_sum(weights)
+    parts = []
+    for index, label in enumerate(labels):
+        members = labels == label
+        class_total = tf.reduce_sum(tf.boolean_mask(weights, members))
+        parts.append(weights[index] / class_total * (members.sum() / len(labels)))
+    return tf.stack(parts)
+
+
+@pytest.mark.parametrize(
+    "virtual_step, weight_normalization", [("full", "batch"), ("head", "batch"), ("full", "class")]
+)
+def test_meta_gradient_agrees_with_finite_difference_through_the_virtual_step(
+    virtual_step, weight_normalization
+):
     x, y = tiny_data(n=12, seed=3)
     x_meta, _ = tiny_data(n=8, seed=4)
-    model = tiny_model(seed=1, virtual_step=virtual_step)
+    model = tiny_model(
+        seed=1, virtual_step=virtual_step, weight_normalization=weight_normalization
+    )
     # The full step moves every backbone weight; the head step only the logits layer's.
     stepped = (
         model.backbone.trainable_variables
@@ -79,7 +97,8 @@ def test_meta_gradient_agrees_with_finite_difference_through_the_virtual_step(vi
             logits = model.backbone(x, training=True)["logits"]
             per_sample = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
             weights = model.meta_model(tf.stop_gradient(per_sample)[:, None])[:, 0]
-            loss = tf.reduce_sum(weights / tf.reduce_sum(weights) * per_sample)
+            weights = normalized_weights_reference(weights, y, weight_normalization)
+            loss = tf.reduce_sum(weights * per_sample)
         grads = inner.gradient(loss, stepped)
         for variable, grad in zip(stepped, grads):
             variable.assign_sub(0.5 * grad)
@@ -132,10 +151,12 @@ def test_virtual_step_leaves_batch_norm_statistics_to_the_real_step():
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("virtual_step", ["full", "head"])
-def test_without_meta_updates_it_equals_plain_weighted_training(virtual_step):
+@pytest.mark.parametrize(
+    "virtual_step, weight_normalization", [("full", "batch"), ("head", "batch"), ("full", "class")]
+)
+def test_without_meta_updates_it_equals_plain_weighted_training(virtual_step, weight_normalization):
     x, y = tiny_data(n=10)
-    model = tiny_model(virtual_step=virtual_step)
+    model = tiny_model(virtual_step=virtual_step, weight_normalization=weight_normalization)
     model.compile(optimizer=keras.optimizers.SGD(0.1), meta_optimizer=keras.optimizers.SGD(0.0))
     reference = keras.models.clone_model(model.backbone)
     reference.set_weights(model.backbone.get_weights())
@@ -145,7 +166,8 @@ def test_without_meta_updates_it_equals_plain_weighted_training(virtual_step):
         logits = reference(x, training=True)["logits"]
         per_sample = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
         weights = model.meta_model(tf.stop_gradient(per_sample)[:, None])[:, 0]
-        loss = tf.reduce_sum(weights / tf.reduce_sum(weights) * per_sample)
+        weights = normalized_weights_reference(weights, y, weight_normalization)
+        loss = tf.reduce_sum(weights * per_sample)
     grads = tape.gradient(loss, reference.trainable_variables)
     for variable, grad in zip(reference.trainable_variables, grads):
         variable.assign_sub(0.1 * grad)
@@ -245,6 +267,35 @@ def test_head_virtual_step_trains_the_meta_model(meta_model):
     assert all(np.isfinite(values[-1]) for values in history.history.values())
     after = [v.numpy() for v in model.meta_model.trainable_variables]
     assert any(not np.allclose(b, a) for b, a in zip(before, after)), "meta-model never moved"
+
+
+def test_class_normalization_gives_each_class_its_share_of_the_batch():
+    # Weights as from a meta-model that all but drops the samples of class 0.
+    model = tiny_model(weight_normalization="class")
+    labels = tf.constant([0, 0, 1, 2, 2, 2], "int32")
+    weights = tf.constant([1e-6, 3e-6, 1.0, 1.0, 2.0, 1.0])
+    normalized = model._normalized_weights(weights, labels).numpy()
+    # Class 0 keeps 2/6 of the batch, split 1:3 as the meta-model said; class 2 splits 3/6 as 1:2:1.
+    np.testing.assert_allclose(normalized, [1 / 12, 3 / 12, 1 / 6, 1 / 8, 1 / 4, 1 / 8], rtol=1e-5)
+    batch = tiny_model()._normalized_weights(weights, labels).numpy()
+    assert batch[:2].sum() < 1e-5, "the authors' normalisation lets a class be dropped"
+    # Labels of shape [B, 1] and all-zero weights of a class (left at 0, as the authors do).
+    zeros = tf.constant([0.0, 0.0, 1.0, 1.0, 2.0, 1.0])
+    normalized = model._normalized_weights(zeros, labels[:, None]).numpy()
+    np.testing.assert_allclose(normalized, [0, 0, 1 / 6, 1 / 8, 1 / 4, 1 / 8], rtol=1e-5)
+
+
+def test_weight_normalization_is_saved_and_checked(tmp_path):
+    x, y = tiny_data()
+    model = tiny_model(weight_normalization="class")
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.fit(clid_stream(x, y), epochs=1, verbose=0)
+    model.save(tmp_path / "model.keras")
+    assert keras.models.load_model(tmp_path / "model.keras").weight_normalization == "class"
+    with pytest.raises(ValueError, match=r"weight_normalization.*Received: weight_normalization='sample'"):
+        tiny_model(weight_normalization="sample")
+    with pytest.raises(ValueError, match=r"weight_normalization='class'.*vri"):
+        tiny_model(meta_model="vri", weight_normalization="class")
 
 
 def test_head_virtual_step_finds_the_logits_layer_of_a_wrapped_model():

@@ -9,6 +9,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from clidmu_tf import CLIDMUModel
+from clidmu_tf.models.clidmu_model import DEFAULT_WEIGHT_NORMALIZATION
 from clidmu_tf.tuning import CLIDMUHyperModel, held_out_scores, run_search
 
 NUM_TRAIN = 150
@@ -229,6 +230,19 @@ def test_virtual_step_is_the_same_for_every_trial():
     assert "virtual_step" not in hp.values
     with pytest.raises(ValueError, match=r"`virtual_step`.*Received: virtual_step='last'"):
         CLIDMUHyperModel((8, 8, 1), 10, virtual_step="last")
+
+
+def test_weight_normalization_is_the_same_for_every_trial():
+    hp = keras_tuner.HyperParameters()
+    model = CLIDMUHyperModel((8, 8, 1), 10, weight_normalization="class").build(hp)
+    assert model.weight_normalization == "class"
+    assert "weight_normalization" not in hp.values
+    default = CLIDMUHyperModel((8, 8, 1), 10).build(keras_tuner.HyperParameters())
+    assert default.weight_normalization == DEFAULT_WEIGHT_NORMALIZATION
+    vri = CLIDMUHyperModel((8, 8, 1), 10, meta_model="vri").build(keras_tuner.HyperParameters())
+    assert vri.weight_normalization is None
+    with pytest.raises(ValueError, match=r"weight_normalization='class' with meta_model='vri'"):
+        CLIDMUHyperModel((8, 8, 1), 10, meta_model="vri", weight_normalization="class")
 
 
 def test_backbone_choice_and_width():

@@ -63,6 +63,15 @@ def register_subparser(commands):
         "little more than a plain one (see BENCHMARKS.md). Refused with --method ce, which has "
         "no meta update; the cross-entropy baseline trains without one whatever it says.",
     )
+    train.add_argument(
+        "--weight-normalization", choices=("batch", "class"),
+        default=defaults["weight_normalization"],
+        help="how Meta-Weight-Net's sample weights are scaled to sum to 1: batch (the "
+        "paper's) over the batch; class: within each (given) class, to the class's share "
+        "of the batch, so that no class can be weighted down as a whole (see BENCHMARKS.md, "
+        "'Class collapse'). Default: the library's, batch. Refused with the methods "
+        "without sample weights (ce and the VRI ones).",
+    )
     train.add_argument("--learning-rate", type=positive_float, metavar="LR",
                        default=defaults["learning_rate"],
                        help=f"classifier SGD learning rate (default {defaults['learning_rate']}).")
@@ -136,7 +145,9 @@ def run(args):
     """Checks the arguments, trains, and prints the comparison; returns the exit status."""
     cli_utils.check_data_arguments(args, method=args.method)
     try:
-        training_job.check_method_virtual_step(args.method, args.virtual_step)
+        training_job.check_method_options(
+            args.method, args.virtual_step, args.weight_normalization
+        )
     except ValueError as error:
         cli_utils.fail_usage(args, str(error))
     if args.overwrite and args.resume:

@@ -12,7 +12,12 @@ import numpy as np
 
 from clidmu_tf.cli.run_directory import RunDirectory, load_keras_file, training_files
 from clidmu_tf.cli.run_report import RunReport
-from clidmu_tf.validation import check_bool, check_meta_batch_size, check_virtual_step
+from clidmu_tf.validation import (
+    check_bool,
+    check_meta_batch_size,
+    check_virtual_step,
+    resolve_weight_normalization,
+)
 
 # Each method is a meta-model and a meta objective of `CLIDMUModel`.
 METHODS = {
@@ -52,6 +57,8 @@ DEFAULTS = {
     "temperature": 0.5,
     "meta_every": 1,
     "virtual_step": "full",
+    # None: the library's default for the method's meta-model (`CLIDMUModel`).
+    "weight_normalization": None,
     "learning_rate": 0.05,
     "lr_schedule": "cosine",
     # None: the library's default meta optimiser (`default_meta_optimizer`).
@@ -75,6 +82,7 @@ DEFAULTS = {
 RESOLVED_OPTIONS = (
     "backbone", "augment", "meta_size", "meta_batch_size", "selection_size",
     "meta_learning_rate", "labeled_fraction", "class_map", "limit_train", "image_size",
+    "weight_normalization",
 )  # fmt: skip
 # The classifier optimiser's other settings, the library's defaults (momentum 0.9 and the
 # Keras equivalent of the paper's coupled weight decay).
@@ -128,23 +136,34 @@ def parse_noise(spec):
     return kind, rate
 
 
-def check_method_virtual_step(method, virtual_step):
-    """Refuses `--virtual-step head` with a `--method` that has no meta update.
+def check_method_options(method, virtual_step, weight_normalization=None):
+    """Refuses a meta-update option with a `--method` that it means nothing to.
 
-    The rule is the library's (`CLIDMUModel` refuses `virtual_step="head"` with
-    `meta_objective="none"`), checked here, before any data is loaded, in the options'
-    own words.
+    The rules are the library's (`CLIDMUModel` refuses `virtual_step="head"` with
+    `meta_objective="none"`, and a `weight_normalization` with VRI or without a meta-model),
+    checked here, before any data is loaded, in the options' own words.
 
     Raises:
-        ValueError: naming `--virtual-step` and `--method` and their values.
+        ValueError: naming the option, `--method` and their values.
     """
+    meta_model, meta_objective = METHODS[method]
     try:
-        check_virtual_step(virtual_step, METHODS[method][1])
+        check_virtual_step(virtual_step, meta_objective)
     except ValueError:
         raise ValueError(
             f"--virtual-step {virtual_step} restricts the virtual step of the meta update, and "
             f"--method {method} trains plain cross-entropy, without one; leave --virtual-step "
             f"at full. Received: --virtual-step={virtual_step}, --method={method}"
+        ) from None
+    try:
+        resolve_weight_normalization(
+            weight_normalization, None, meta_model == "vri", meta_objective
+        )
+    except ValueError:
+        raise ValueError(
+            f"--weight-normalization scales Meta-Weight-Net's sample weights, and --method "
+            f"{method} has none; leave it out. Received: "
+            f"--weight-normalization={weight_normalization}, --method={method}"
         ) from None
 
 
@@ -287,7 +306,9 @@ class TrainingJob:
             )
         overwrite = check_bool("overwrite", overwrite)
         resume = check_bool("resume", resume)
-        check_method_virtual_step(self.config["method"], self.config["virtual_step"])
+        check_method_options(
+            self.config["method"], self.config["virtual_step"], self.config["weight_normalization"]
+        )
         self.noise_kind, self.noise_rate = parse_noise(self.config["noise"])
         self.run_directory = RunDirectory(directory)
         self.run_directory.check_writable(overwrite, resume)
@@ -610,6 +631,9 @@ class TrainingJob:
                 # The cross-entropy baseline takes no virtual step: "full" is the default
                 # that means nothing there, whatever the method's --virtual-step.
                 virtual_step="full" if meta_objective == "none" else config["virtual_step"],
+                weight_normalization=(
+                    None if meta_objective == "none" else config["weight_normalization"]
+                ),
                 seed=config["seed"],
             )
             learning_rate = config["learning_rate"]
@@ -634,12 +658,16 @@ class TrainingJob:
 
     def _resolved_options(self, dataset):
         """What each option of `RESOLVED_OPTIONS` came to in this run (JSON values)."""
-        from clidmu_tf.models.clidmu_model import DEFAULT_META_LEARNING_RATES
+        from clidmu_tf.models.clidmu_model import (
+            DEFAULT_META_LEARNING_RATES,
+            DEFAULT_WEIGHT_NORMALIZATION,
+        )
+        from clidmu_tf.validation import resolve_weight_normalization
 
         config, data = self.config, self.data
         backbone = resolve_backbone_name(config["backbone"], dataset.input_shape)
         augment = resolve_augmentation(config["augment"], backbone)
-        meta_model = METHODS[config["method"]][0]
+        meta_model, meta_objective = METHODS[config["method"]]
         return {
             "backbone": backbone,
             "augment": dataset.augmentation if augment == "auto" else augment or "none",
@@ -663,6 +691,12 @@ class TrainingJob:
                 [int(side) for side in dataset.input_shape[:2]]
                 if len(dataset.input_shape) == 3
                 else config["image_size"]
+            ),
+            "weight_normalization": resolve_weight_normalization(
+                config["weight_normalization"],
+                DEFAULT_WEIGHT_NORMALIZATION,
+                meta_model == "vri",
+                meta_objective,
             ),
         }
 

@@ -16,7 +16,7 @@ SETTINGS_FILE = "search_settings.json"
 SEARCH_SETTINGS = (
     "dataset", "data_dir", "image_size", "label_file", "noise", "class_map", "limit_train",
     "seed", "method", "backbone", "objective", "tuner", "epochs", "validation_fraction",
-    "virtual_step", "batch_size", "labeled_fraction", "unlabeled_dir",
+    "virtual_step", "weight_normalization", "batch_size", "labeled_fraction", "unlabeled_dir",
 )
 
 
@@ -43,6 +43,10 @@ def register_subparser(commands):
         help="full (default, the paper's) or head: the cheaper head-only virtual step, for "
         "every trial (as train --virtual-step; refused with --method ce, which has no meta "
         "update).",
+    )
+    tune.add_argument(
+        "--weight-normalization", choices=("batch", "class"), default=None,
+        help="as train --weight-normalization, for every trial (default: the library's).",
     )
     tune.add_argument("--objective", default="val_clid",
                       choices=["val_clid", "val_loss", "val_accuracy", "val_clean_loss",
@@ -88,7 +92,9 @@ def run(args):
 
     noise_kind, noise_rate = cli_utils.check_data_arguments(args, method=args.method)
     try:
-        training_job.check_method_virtual_step(args.method, args.virtual_step)
+        training_job.check_method_options(
+            args.method, args.virtual_step, args.weight_normalization
+        )
     except ValueError as error:
         cli_utils.fail_usage(args, str(error))
     if os.path.isfile(args.out):
@@ -191,6 +197,7 @@ def run(args):
         seed=args.seed,
         verbose=cli_utils.fit_verbosity(args.verbose),
         virtual_step=args.virtual_step,
+        weight_normalization=args.weight_normalization,
     )
     with open(os.path.join(args.out, "summary.json"), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)

@@ -23,12 +23,15 @@ from clidmu_tf.validation import (
     check_positive_float,
     check_positive_int,
     check_virtual_step,
+    resolve_weight_normalization,
 )
 
 META_MODELS = ("wnet", "vri")
 META_OBJECTIVES = ("clid", "ce_clean", "ce_noisy", "mae_noisy", "none")
 LABELLED_META_OBJECTIVES = ("ce_clean", "ce_noisy", "mae_noisy")
 VIRTUAL_STEPS = ("full", "head")
+# See `CLIDMUModel`'s `weight_normalization`.
+DEFAULT_WEIGHT_NORMALIZATION = "batch"
 DATASET_ITERATORS = (tf.data.Iterator, tf.distribute.DistributedIterator)
 
 
@@ -201,6 +204,16 @@ class CLIDMUModel(keras.Model):
             a `Dense` layer applied to the features (see
             `clidmu_tf.backbones.logits_layer.logits_layer`), and a meta objective other
             than `"none"`, which takes no virtual step.
+        weight_normalization: how Meta-Weight-Net's sample weights `[B]` are scaled to sum
+            to 1 in the training loss. `"batch"` (the authors' code): `w / sum(w)` over the
+            batch. `"class"` (a deviation from the paper): the weights of each class, by the
+            given label, are scaled to sum to the class's share of the batch, keeping their
+            ratios within the class, so that no class can be weighted down as a whole. Under
+            heavy noise a class the classifier has not yet learnt has high losses on all its
+            samples, and the authors' normalisation can drop it for good (a whole digit lost
+            on `digits`, symmetric 60%; BENCHMARKS.md, "Class collapse"). None (default):
+            `DEFAULT_WEIGHT_NORMALIZATION` for a meta-model that weights samples; nothing for
+            VRI and `meta_objective="none"`, which have no weights (a value is refused there).
         feature_layer: with a backbone that returns only logits, the name of its feature
             layer.
         seed: seed of the meta-model's initialisation.
@@ -210,8 +223,10 @@ class CLIDMUModel(keras.Model):
         ValueError: for an unknown `meta_model`, `meta_objective` or `virtual_step`, a
             `temperature` that is not a finite positive float, a non-positive `meta_every`,
             a backbone without a features output (or whose softmax output cannot be
-            unwrapped to logits), or, with `virtual_step="head"`, logits that are not a
-            `Dense` layer on the features or `meta_objective="none"`.
+            unwrapped to logits), with `virtual_step="head"`, logits that are not a
+            `Dense` layer on the features or `meta_objective="none"`, or a
+            `weight_normalization` other than `"batch"`, `"class"` and None, or given with VRI
+            or `meta_objective="none"`.
 
     Example:
 
@@ -243,9 +258,16 @@ class CLIDMUModel(keras.Model):
         feature_layer=None,
         seed=None,
         virtual_step="full",
+        weight_normalization=None,
         **kwargs,
     ):
         check_choice("meta_objective", meta_objective, META_OBJECTIVES)
+        weight_normalization = resolve_weight_normalization(
+            weight_normalization,
+            DEFAULT_WEIGHT_NORMALIZATION,
+            uses_rectifier=isinstance(meta_model, VRIRectifier) or meta_model == "vri",
+            meta_objective=meta_objective,
+        )
         check_positive_float("temperature", temperature)
         check_positive_int("meta_every", meta_every)
         check_choice("virtual_step", virtual_step, VIRTUAL_STEPS)
@@ -266,6 +288,7 @@ class CLIDMUModel(keras.Model):
         self.temperature = temperature
         self.meta_every = meta_every
         self.virtual_step = virtual_step
+        self.weight_normalization = weight_normalization
         self.seed = seed
         # The step count that decides whether the next step runs the meta update; read from
         # the optimiser when training starts (see make_train_function).
@@ -376,12 +399,21 @@ class CLIDMUModel(keras.Model):
             "temperature": self.temperature,
             "meta_every": self.meta_every,
             "virtual_step": self.virtual_step,
+            "weight_normalization": self.weight_normalization,
             "seed": self.seed,
         }
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        # Saved before the option existed: trained with the authors' normalisation.
+        if "weight_normalization" not in config:
+            meta_model = config.get("meta_model")
+            vri = meta_model == "vri" or (
+                isinstance(meta_model, dict) and meta_model.get("class_name") == "VRIRectifier"
+            )
+            weightless = vri or config.get("meta_objective") == "none"
+            config["weight_normalization"] = None if weightless else "batch"
         if config.get("meta_objective") == "none":
             # Saved before "head" was refused without a meta update, where it changed nothing.
             config["virtual_step"] = "full"
@@ -418,10 +450,31 @@ class CLIDMUModel(keras.Model):
         weights = self.meta_model(ops.stop_gradient(per_sample)[:, None])
         # The loss stays in float32 under mixed precision, like CLID.
         weights = ops.cast(ops.squeeze(weights, axis=-1), "float32")
-        total = ops.sum(weights)
-        # All-zero weights are left as they are (the loss is then 0), as the authors do.
-        weights = ops.where(total > 0, weights / ops.where(total > 0, total, 1.0), weights)
-        return ops.sum(weights * per_sample)
+        return ops.sum(self._normalized_weights(weights, labels) * per_sample)
+
+    def _normalized_weights(self, weights, labels):
+        """The meta-model's weights `[B]` scaled to sum to 1 over the batch.
+
+        `"batch"` (the authors'): `w / sum(w)`. `"class"`: each class's weights (by the given
+        label) are scaled to sum to the class's share of the batch, `n_c / B`, keeping their
+        ratios within the class; a class the meta-model has turned down as a whole (every
+        sample's loss high because the classifier has not learnt it yet) keeps its share.
+        A total of 0 (all-zero weights, of the batch or of a class) is left as it is (the
+        loss is then 0 there), as the authors do.
+        """
+        if self.weight_normalization == "batch":
+            total = ops.sum(weights)
+            return ops.where(total > 0, weights / ops.where(total > 0, total, 1.0), weights)
+        members = ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), self.num_classes)
+        members = ops.cast(members, "float32")
+        # Per sample: the total weight and the count of the samples of its class.
+        class_total = ops.matmul(members, ops.sum(members * weights[:, None], axis=0)[:, None])
+        class_count = ops.matmul(members, ops.sum(members, axis=0)[:, None])
+        class_total = ops.squeeze(class_total, axis=-1)
+        share = ops.squeeze(class_count, axis=-1) / ops.cast(ops.shape(weights)[0], "float32")
+        return ops.where(
+            class_total > 0, weights * share / ops.where(class_total > 0, class_total, 1.0), weights
+        )
 
     def _meta_loss(self, outputs, y_meta):
         if self.meta_objective == "clid":

@@ -7,6 +7,7 @@ from clidmu_tf import backbones
 from clidmu_tf.backbones.blocks import check_backbone_args
 from clidmu_tf.models.clidmu_model import (
     DEFAULT_META_LEARNING_RATES,
+    DEFAULT_WEIGHT_NORMALIZATION,
     LABELLED_META_OBJECTIVES,
     META_MODELS,
     VIRTUAL_STEPS,
@@ -21,6 +22,7 @@ from clidmu_tf.validation import (
     check_positive_float,
     check_positive_int,
     check_virtual_step,
+    resolve_weight_normalization,
 )
 
 # "ce_clean" needs a clean, labelled meta set held out of training, which a search over the
@@ -125,11 +127,13 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
         virtual_step: `"full"` (the paper's) or `"head"` (the cheaper head-only virtual step,
             see `CLIDMUModel`), the same for every trial (not searched); `"head"` needs a
             meta objective other than `"none"`.
+        weight_normalization: `"batch"`, `"class"` or None, as `CLIDMUModel`'s, the same
+            for every trial (not searched); refused with VRI and `meta_objective="none"`.
 
     Raises:
         ValueError: for an invalid shape, class count, backbone, meta-model, meta objective,
-            virtual step (`"head"` with `meta_objective="none"` included), validation setting
-            or seed.
+            virtual step (`"head"` with `meta_objective="none"` included), weight
+            normalisation, validation setting or seed.
 
     Example:
 
@@ -177,6 +181,7 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
         name=None,
         tunable=True,
         virtual_step="full",
+        weight_normalization=None,
     ):
         self.input_shape = check_backbone_args(input_shape, num_classes)
         self.num_classes = num_classes
@@ -214,6 +219,12 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
         self.unlabeled_inputs = unlabeled_inputs
         self.virtual_step = check_virtual_step(
             check_choice("virtual_step", virtual_step, VIRTUAL_STEPS), self.meta_objective
+        )
+        self.weight_normalization = resolve_weight_normalization(
+            weight_normalization,
+            DEFAULT_WEIGHT_NORMALIZATION,
+            self.meta_model == "vri",
+            self.meta_objective,
         )
         self.seed = seed
         super().__init__(name=name, tunable=check_bool("tunable", tunable))
@@ -273,6 +284,7 @@ class CLIDMUHyperModel(keras_tuner.HyperModel):
             temperature=values.get("temperature", 0.5),
             meta_every=values.get("meta_every", 1),
             virtual_step=self.virtual_step,
+            weight_normalization=self.weight_normalization,
             seed=self.seed,
         )
         optimizer = default_optimizer()

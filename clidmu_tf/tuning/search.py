@@ -66,6 +66,7 @@ def run_search(
     callbacks=None,
     verbose=0,
     virtual_step="full",
+    weight_normalization=None,
 ):
     """Searches `CLIDMUHyperModel`'s space on noisy data and ranks trials by `objective`.
 
@@ -128,6 +129,8 @@ def run_search(
         verbose: verbosity of the search and of `fit`.
         virtual_step: `"full"` (the paper's) or `"head"`, for every trial (see
             `CLIDMUHyperModel`); `"head"` needs a `meta_objective` other than `"none"`.
+        weight_normalization: `"batch"`, `"class"` or None (the default for the meta-model),
+            for every trial (see `CLIDMUModel`).
 
     Returns:
         A tuple `(tuner, summary)`: the keras-tuner tuner (`tuner.get_best_models()`
@@ -236,6 +239,7 @@ def run_search(
         unlabeled_inputs=x_unlabeled,
         seed=seed,
         virtual_step=virtual_step,
+        weight_normalization=weight_normalization,
     )
     if x_unlabeled is not None:
         meta_pool = len(hypermodel.unlabeled_inputs)

@@ -103,7 +103,7 @@ def parse_args(argv=None):
                         "(default: the job's, full); `ce` takes no virtual step")
     parser.add_argument("--weight-normalization", default=None, choices=["batch", "class"],
                         help="as `clidmu-tf train --weight-normalization` for the "
-                        "Meta-Weight-Net methods (default: the job's)")
+                        "Meta-Weight-Net methods (default: the library's)")
     parser.add_argument("--snapshot-selection", default="meta-set",
                         choices=["held-out", "meta-set"],
                         help="as `clidmu-tf train --snapshot-selection` (default meta-set)")
@@ -127,6 +127,8 @@ def parse_args(argv=None):
 
 def planned_runs(args):
     """The grid's runs, as `TrainingJob` configurations plus the probe options."""
+    from clidmu_tf.models.clidmu_model import DEFAULT_WEIGHT_NORMALIZATION
+
     runs = []
     for dataset, noise, backbone, temperature, seed in itertools.product(
         args.datasets, args.noises, args.backbones, args.temperature, args.seeds
@@ -160,8 +162,11 @@ def planned_runs(args):
                     config[key] = value
             if args.virtual_step is not None and method != "ce":
                 config["virtual_step"] = args.virtual_step
-            if args.weight_normalization is not None and method.startswith(("clid-wnet", "wnet")):
-                config["weight_normalization"] = args.weight_normalization
+            # Recorded unless it is "batch": the runs made before the option existed used it,
+            # and keep their keys (so they stay done) whatever the default has become since.
+            weights = args.weight_normalization or DEFAULT_WEIGHT_NORMALIZATION
+            if weights != "batch" and method.startswith(("clid-wnet", "wnet")):
+                config["weight_normalization"] = weights
             probe = {
                 "meta_optimizer": args.meta_optimizer,
                 "cyclic": args.lr_schedule == "cyclic",
@@ -444,6 +449,8 @@ def _duration(seconds):
 def summarize(records, by_tag=False):
     """Cells (dataset, noise, backbone, method or tag, temperature, epochs, snapshot
     selection, meta optimiser) with mean and std."""
+    from clidmu_tf.models.clidmu_model import DEFAULT_WEIGHT_NORMALIZATION as default_weights
+
     cells = {}
     for record in records:
         config, probe = record["run"]["config"], record["run"]["probe"]
@@ -452,8 +459,10 @@ def summarize(records, by_tag=False):
             name += f" ({config['labeled_fraction']:.0%} labelled)"
         if config.get("virtual_step", "full") != "full":
             name += f" ({config['virtual_step']} step)"
-        if config.get("weight_normalization", "batch") != "batch":
-            name += f" ({config['weight_normalization']}-normalised weights)"
+        # Named where it is not the library's default; recorded only where it is not "batch".
+        weights = config.get("weight_normalization", "batch")
+        if config["method"].startswith(("clid-wnet", "wnet")) and weights != default_weights:
+            name += f" ({weights}-normalised weights)"
         key = (config["dataset"], config["noise"], config["backbone"], name,
                config.get("temperature", 0.5), config["epochs"],
                # Runs before the held-out selection set ranked by the meta set.

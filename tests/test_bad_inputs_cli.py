@@ -552,7 +552,7 @@ def test_resume_compares_what_the_options_came_to_and_a_refusal_changes_nothing(
         "--selection-size", "15", "--augment", "none", "--meta-learning-rate", "0.001",
         "--meta-size", str(resolved["meta_size"]),
         "--meta-batch-size", str(resolved["meta_batch_size"]),
-        "--labeled-fraction", "1",
+        "--labeled-fraction", "1", "--weight-normalization", "class",
     ]  # fmt: skip
     code, _, err = run_cli(capsys, ["train", "--out", str(out), *diverging, *same, "--resume"])
     assert code == FAILED and "diverged" in err and "differ" not in err, err
@@ -567,6 +567,16 @@ def test_resume_compares_what_the_options_came_to_and_a_refusal_changes_nothing(
     assert "--selection-size None (came to 15) then, 16 now" in err, err
     assert "The run failed" not in err
     assert _directory_state(out) == before
+    # A run started before --weight-normalization existed normalised over the batch.
+    partial = RunReport.load(out, allow_unfinished=True)
+    del partial["resolved_options"]["weight_normalization"]
+    (out / RunReport.PARTIAL_NAME).write_text(json.dumps(partial))
+    code, _, err = run_cli(capsys, ["train", "--out", str(out), *diverging, "--resume"])
+    assert code == FAILED
+    assert "--weight-normalization None (came to 'batch') then, None (came to 'class') now" in err
+    argv = ["train", "--out", str(out), *diverging, "--weight-normalization", "batch", "--resume"]
+    code, _, err = run_cli(capsys, argv)
+    assert code == FAILED and "diverged" in err and "differ" not in err, err
 
 
 def test_a_failed_resume_is_marked_failed_and_can_be_resumed_again(tmp_path, capsys, monkeypatch):

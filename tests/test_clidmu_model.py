@@ -277,7 +277,7 @@ def test_class_normalization_gives_each_class_its_share_of_the_batch():
     normalized = model._normalized_weights(weights, labels).numpy()
     # Class 0 keeps 2/6 of the batch, split 1:3 as the meta-model said; class 2 splits 3/6 as 1:2:1.
     np.testing.assert_allclose(normalized, [1 / 12, 3 / 12, 1 / 6, 1 / 8, 1 / 4, 1 / 8], rtol=1e-5)
-    batch = tiny_model()._normalized_weights(weights, labels).numpy()
+    batch = tiny_model(weight_normalization="batch")._normalized_weights(weights, labels).numpy()
     assert batch[:2].sum() < 1e-5, "the authors' normalisation lets a class be dropped"
     # Labels of shape [B, 1] and all-zero weights of a class (left at 0, as the authors do).
     zeros = tf.constant([0.0, 0.0, 1.0, 1.0, 2.0, 1.0])

@@ -7,9 +7,11 @@ has BatchNorm fed with shifted data, and the step runs on two replicas.
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from clidmu_tf import CLIDMUModel, backbones, clid_loss
+from tests.test_clidmu_model import normalized_weights_reference
 
 LEARNING_RATE = 0.5
 
@@ -29,17 +31,17 @@ def batch_norm_backbone():
     return keras.Model(inputs, keras.layers.Dense(3, name="logits")(features))
 
 
-def weighted_loss(meta_model, labels, logits):
+def weighted_loss(meta_model, labels, logits, normalization):
     """The method's weighted cross-entropy, written out (Meta-Weight-Net, normalised weights)."""
     per_sample = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
     weights = meta_model(tf.stop_gradient(per_sample)[:, None])[:, 0]
-    return tf.reduce_sum(weights / tf.reduce_sum(weights) * per_sample)
+    return tf.reduce_sum(normalized_weights_reference(weights, labels, normalization) * per_sample)
 
 
-def sgd_step_by_hand(backbone, meta_model, x, y):
+def sgd_step_by_hand(backbone, meta_model, x, y, normalization):
     """The backbone's weights after one plain SGD step on the weighted loss."""
     with tf.GradientTape() as tape:
-        loss = weighted_loss(meta_model, y, backbone(x, training=True)["logits"])
+        loss = weighted_loss(meta_model, y, backbone(x, training=True)["logits"], normalization)
     gradients = tape.gradient(loss, backbone.trainable_variables)
     return [
         variable.numpy() - LEARNING_RATE * gradient.numpy()
@@ -47,11 +49,14 @@ def sgd_step_by_hand(backbone, meta_model, x, y):
     ]
 
 
-def test_real_step_reweights_with_the_meta_model_after_its_update():
+@pytest.mark.parametrize("normalization", ["batch", "class"])
+def test_real_step_reweights_with_the_meta_model_after_its_update(normalization):
     x, y = data(12, seed=0)
     x_meta, _ = data(12, seed=1)
     keras.utils.set_random_seed(0)
-    model = CLIDMUModel(backbones.mlp((6,), 3, hidden_units=(8,)), seed=0)
+    model = CLIDMUModel(
+        backbones.mlp((6,), 3, hidden_units=(8,)), seed=0, weight_normalization=normalization
+    )
     # A large meta step, so that the meta-model before and after its update weigh the
     # batch visibly differently.
     model.compile(
@@ -69,8 +74,8 @@ def test_real_step_reweights_with_the_meta_model_after_its_update():
 
     reference_backbone = keras.models.clone_model(model.backbone)
     reference_backbone.set_weights(backbone_before)
-    with_updated = sgd_step_by_hand(reference_backbone, model.meta_model, x, y)
-    with_stale = sgd_step_by_hand(reference_backbone, meta_before, x, y)
+    with_updated = sgd_step_by_hand(reference_backbone, model.meta_model, x, y, normalization)
+    with_stale = sgd_step_by_hand(reference_backbone, meta_before, x, y, normalization)
     # The test can tell the two apart: the meta update changed the real step.
     gap = max(np.max(np.abs(a - b)) for a, b in zip(with_updated, with_stale))
     assert gap > 1e-3
@@ -84,7 +89,8 @@ def reference_meta_gradient(model, x, y, x_meta, training):
     moving_statistics = [variable.numpy() for variable in backbone.non_trainable_variables]
     with tf.GradientTape() as outer:
         with tf.GradientTape() as inner:
-            loss = weighted_loss(model.meta_model, y, backbone(x, training=True)["logits"])
+            logits = backbone(x, training=True)["logits"]
+            loss = weighted_loss(model.meta_model, y, logits, model.weight_normalization)
         gradients = inner.gradient(loss, backbone.trainable_variables)
         fast = [v - LEARNING_RATE * g for v, g in zip(backbone.trainable_variables, gradients)]
         outputs, _ = backbone.stateless_call(fast, moving_statistics, x_meta, training=training)

@@ -69,7 +69,7 @@ def register_subparser(commands):
         help="how Meta-Weight-Net's sample weights are scaled to sum to 1: batch (the "
         "paper's) over the batch; class: within each (given) class, to the class's share "
         "of the batch, so that no class can be weighted down as a whole (see BENCHMARKS.md, "
-        "'Class collapse'). Default: the library's, batch. Refused with the methods "
+        "'Class collapse'). Default: the library's, class. Refused with the methods "
         "without sample weights (ce and the VRI ones).",
     )
     train.add_argument("--learning-rate", type=positive_float, metavar="LR",

@@ -370,6 +370,12 @@ class TrainingJob:
         earlier = RunReport.load(self.run_directory.path, allow_unfinished=True)
         given_then, given_now = earlier["config"], json.loads(json.dumps(self.config))
         resolved_then = earlier.get("resolved_options")
+        if resolved_then is not None and "weight_normalization" not in resolved_then:
+            # Started before the option existed: Meta-Weight-Net's weights were normalised
+            # over the batch (the authors' way), and nothing else had weights.
+            meta_model, meta_objective = METHODS[given_then.get("method", "clid-wnet")]
+            weighted = meta_model == "wnet" and meta_objective != "none"
+            resolved_then = {**resolved_then, "weight_normalization": "batch" if weighted else None}
         resolved_now = json.loads(json.dumps(self.resolved_options))
         details = []
         for key in sorted(given_now):

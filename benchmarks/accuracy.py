@@ -165,7 +165,7 @@ def planned_runs(args):
             # Recorded unless it is "batch": the runs made before the option existed used it,
             # and keep their keys (so they stay done) whatever the default has become since.
             weights = args.weight_normalization or DEFAULT_WEIGHT_NORMALIZATION
-            if weights != "batch" and method.startswith(("clid-wnet", "wnet")):
+            if weights != "batch" and weights_samples(method):
                 config["weight_normalization"] = weights
             probe = {
                 "meta_optimizer": args.meta_optimizer,
@@ -174,6 +174,24 @@ def planned_runs(args):
             }
             runs.append({"config": config, "probe": probe})
     return runs
+
+
+def weights_samples(method):
+    """Whether the method's meta-model gives sample weights (Meta-Weight-Net, with a meta
+    update), hence takes `weight_normalization`."""
+    from clidmu_tf.cli.training_job import METHODS
+
+    meta_model, meta_objective = METHODS[method]
+    return meta_model == "wnet" and meta_objective != "none"
+
+
+def job_config(config):
+    """The `TrainingJob` configuration of a planned run's `config`: a run that weights samples
+    and is recorded without `weight_normalization` normalises them over the batch (see
+    `planned_runs`), whatever the job's default."""
+    if weights_samples(config["method"]):
+        return {"weight_normalization": "batch", **config}
+    return config
 
 
 def run_key(run):
@@ -324,7 +342,7 @@ def execute(run, directory):
         def _plot(self):
             pass
 
-    job = BenchmarkJob(run["config"], directory, overwrite=True, verbose=0)
+    job = BenchmarkJob(job_config(run["config"]), directory, overwrite=True, verbose=0)
     start = time.time()
     status = job.run()
     seconds = time.time() - start
@@ -461,7 +479,7 @@ def summarize(records, by_tag=False):
             name += f" ({config['virtual_step']} step)"
         # Named where it is not the library's default; recorded only where it is not "batch".
         weights = config.get("weight_normalization", "batch")
-        if config["method"].startswith(("clid-wnet", "wnet")) and weights != default_weights:
+        if weights_samples(config["method"]) and weights != default_weights:
             name += f" ({weights}-normalised weights)"
         key = (config["dataset"], config["noise"], config["backbone"], name,
                config.get("temperature", 0.5), config["epochs"],

@@ -76,3 +76,28 @@ def test_the_weight_normalization_option_reaches_the_meta_weight_net_runs_only()
     chosen = {run["config"]["method"]: run["config"].get("weight_normalization") for run in runs}
     # The job refuses it where there are no sample weights (cross-entropy, VRI).
     assert chosen == {"ce": None, "clid-vri": None, "clid-wnet": "class", "wnet-clean-meta": "class"}
+
+
+def test_a_run_recorded_as_batch_normalised_trains_batch_normalised(monkeypatch, tmp_path):
+    # Runs with the authors' normalisation are recorded without the key (so the runs made
+    # before the option existed stay done), and the job's own default is another.
+    from clidmu_tf.cli import training_job
+
+    accuracy = load_benchmark_script("accuracy")
+    argv = ["--datasets", "digits", "--noises", "symmetric:0.6", "--backbones", "mlp",
+            "--methods", "ce", "clid-wnet", "clid-vri", "--seeds", "0"]  # fmt: skip
+    given = {}
+
+    def refuse_to_train(self, config, *args, **kwargs):
+        given[config["method"]] = config.get("weight_normalization")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training_job.TrainingJob, "__init__", refuse_to_train)
+    for weights in ("batch", "class"):
+        args = accuracy.parse_args(argv + ["--weight-normalization", weights])
+        for run in accuracy.planned_runs(args):
+            try:
+                accuracy.execute(run, str(tmp_path))
+            except KeyboardInterrupt:
+                pass
+        assert given == {"ce": None, "clid-wnet": weights, "clid-vri": None}

@@ -101,6 +101,17 @@ def check_virtual_step(virtual_step, meta_objective):
     return virtual_step
 
 
+def check_weight_normalization(weight_normalization):
+    """Refuses a `weight_normalization` other than `"batch"`, `"class"` and None.
+
+    Raises:
+        ValueError: naming the argument and the value.
+    """
+    if weight_normalization is not None:
+        check_choice("weight_normalization", weight_normalization, ("batch", "class"))
+    return weight_normalization
+
+
 def resolve_weight_normalization(weight_normalization, default, uses_rectifier, meta_objective):
     """The normalisation of the meta-model's sample weights, `None` resolved to `default`.
 
@@ -122,8 +133,7 @@ def resolve_weight_normalization(weight_normalization, default, uses_rectifier, 
         ValueError: for another value, or a value with VRI or `meta_objective="none"`,
             naming the argument and what it was given with.
     """
-    if weight_normalization is not None:
-        check_choice("weight_normalization", weight_normalization, ("batch", "class"))
+    check_weight_normalization(weight_normalization)
     if uses_rectifier or meta_objective == "none":
         if weight_normalization is None:
             return None

@@ -251,6 +251,11 @@ CASES = {
         ),
         ["`weight_normalization`", "weight_normalization='batch'", "meta_objective='none'"],
     ),
+    # An unknown value is named as such, not as one given to a method without weights.
+    "TrainingJob weight normalization unknown": (
+        lambda: training_job({"method": "clid-wnet", "weight_normalization": "Class"}),
+        ["`weight_normalization`", "weight_normalization='Class'", "'batch', 'class'"],
+    ),
     "run_search weight normalization unknown": (
         lambda: search(weight_normalization="sample"),
         ["`weight_normalization`", "weight_normalization='sample'"],
@@ -270,6 +275,12 @@ CASES = {
         ["`run_search`", "single input array", "x_train of type dict"],
     ),
 }
+
+
+def training_job(config):
+    from clidmu_tf.cli.training_job import TrainingJob
+
+    return TrainingJob(config, "run")
 
 
 # A case is (call, words) when it raises ValueError, else (call, exception type, words).

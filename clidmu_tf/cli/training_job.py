@@ -16,6 +16,7 @@ from clidmu_tf.validation import (
     check_bool,
     check_meta_batch_size,
     check_virtual_step,
+    check_weight_normalization,
     resolve_weight_normalization,
 )
 
@@ -144,9 +145,13 @@ def check_method_options(method, virtual_step, weight_normalization=None):
     checked here, before any data is loaded, in the options' own words.
 
     Raises:
-        ValueError: naming the option, `--method` and their values.
+        ValueError: naming the option, `--method` and their values, or, for a
+            `weight_normalization` other than "batch", "class" and None, naming it.
     """
     meta_model, meta_objective = METHODS[method]
+    # An unknown value is refused as such, before it is read as one given to a method
+    # without sample weights.
+    check_weight_normalization(weight_normalization)
     try:
         check_virtual_step(virtual_step, meta_objective)
     except ValueError:

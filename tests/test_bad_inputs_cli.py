@@ -308,6 +308,29 @@ def test_tune_refuses_to_resume_a_search_with_other_options(tmp_path, capsys):
         assert word in err, err
 
 
+def test_tune_compares_the_weight_normalization_a_search_came_to(tmp_path, capsys):
+    from clidmu_tf.cli.main import build_parser
+    from clidmu_tf.cli.tune import SEARCH_SETTINGS
+
+    out = tmp_path / "search_dir"
+    (out / "search").mkdir(parents=True)
+    args = build_parser().parse_args(["tune", "--out", str(out)])
+    settings = {key: getattr(args, key) for key in SEARCH_SETTINGS}
+    # A search started before the option existed normalised Meta-Weight-Net's weights over
+    # the batch; the default has become "class".
+    del settings["weight_normalization"]
+    (out / "search_settings.json").write_text(json.dumps(settings))
+    code, _, err = run_cli(capsys, ["tune", "--out", str(out)])
+    assert code == USAGE
+    assert "--weight-normalization 'batch' then, 'class' now" in err, err
+    # A search recorded with the default it came to is refused the other value.
+    settings["weight_normalization"] = "class"
+    (out / "search_settings.json").write_text(json.dumps(settings))
+    code, _, err = run_cli(capsys, ["tune", "--out", str(out), "--weight-normalization", "batch"])
+    assert code == USAGE
+    assert "--weight-normalization 'class' then, 'batch' now" in err, err
+
+
 def test_evaluate_scales_uint8_inputs_as_predict_does(files, tmp_path, capsys):
     images = np.random.default_rng(1).integers(0, 256, (40, 8, 8, 1), dtype=np.uint8)
     np.save(tmp_path / "images.npy", images)
@@ -577,6 +600,12 @@ def test_resume_compares_what_the_options_came_to_and_a_refusal_changes_nothing(
     argv = ["train", "--out", str(out), *diverging, "--weight-normalization", "batch", "--resume"]
     code, _, err = run_cli(capsys, argv)
     assert code == FAILED and "diverged" in err and "differ" not in err, err
+    # So did one whose report predates the resolved values (compared as given).
+    partial = RunReport.load(out, allow_unfinished=True)
+    del partial["resolved_options"], partial["config"]["weight_normalization"]
+    (out / RunReport.PARTIAL_NAME).write_text(json.dumps(partial))
+    code, _, err = run_cli(capsys, ["train", "--out", str(out), *diverging, "--resume"])
+    assert code == FAILED and "--weight-normalization 'batch' then, None now" in err, err
 
 
 def test_a_failed_resume_is_marked_failed_and_can_be_resumed_again(tmp_path, capsys, monkeypatch):

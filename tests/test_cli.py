@@ -466,7 +466,10 @@ def test_tune_runs_a_search_and_writes_a_summary(tmp_path, capsys):
     status, stdout, _ = run_quick_search(capsys, out, "--virtual-step", "head")
     assert status == 0
     with open(out / "search_settings.json") as handle:
-        assert json.load(handle)["virtual_step"] == "head"
+        settings = json.load(handle)
+    assert settings["virtual_step"] == "head"
+    # What the default came to, so that a later default cannot continue the search unnoticed.
+    assert settings["weight_normalization"] == "class"
     with open(out / "summary.json") as handle:
         summary = json.load(handle)
     assert summary["objective"]["name"] == "val_clid"

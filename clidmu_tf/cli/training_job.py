@@ -13,6 +13,7 @@ import numpy as np
 from clidmu_tf.cli.run_directory import RunDirectory, load_keras_file, training_files
 from clidmu_tf.cli.run_report import RunReport
 from clidmu_tf.validation import (
+    DEFAULT_WEIGHT_NORMALIZATION,
     check_bool,
     check_meta_batch_size,
     check_virtual_step,
@@ -170,6 +171,27 @@ def check_method_options(method, virtual_step, weight_normalization=None):
             f"{method} has none; leave it out. Received: "
             f"--weight-normalization={weight_normalization}, --method={method}"
         ) from None
+
+
+def resolved_weight_normalization(method, weight_normalization, default=None):
+    """What `--weight-normalization` comes to with `--method`.
+
+    Args:
+        method: a key of `METHODS`.
+        weight_normalization: `"batch"`, `"class"` or None, as given.
+        default: what None comes to where the method has sample weights; None: the
+            library's (`DEFAULT_WEIGHT_NORMALIZATION`).
+
+    Returns:
+        `"batch"` or `"class"`, or None for a method without sample weights.
+    """
+    meta_model, meta_objective = METHODS[method]
+    return resolve_weight_normalization(
+        weight_normalization,
+        default or DEFAULT_WEIGHT_NORMALIZATION,
+        meta_model == "vri",
+        meta_objective,
+    )
 
 
 def make_strategy(name):
@@ -375,12 +397,17 @@ class TrainingJob:
         earlier = RunReport.load(self.run_directory.path, allow_unfinished=True)
         given_then, given_now = earlier["config"], json.loads(json.dumps(self.config))
         resolved_then = earlier.get("resolved_options")
-        if resolved_then is not None and "weight_normalization" not in resolved_then:
+        if "weight_normalization" not in (given_then if resolved_then is None else resolved_then):
             # Started before the option existed: Meta-Weight-Net's weights were normalised
-            # over the batch (the authors' way), and nothing else had weights.
-            meta_model, meta_objective = METHODS[given_then.get("method", "clid-wnet")]
-            weighted = meta_model == "wnet" and meta_objective != "none"
-            resolved_then = {**resolved_then, "weight_normalization": "batch" if weighted else None}
+            # over the batch (the authors' way), and nothing else had weights. A report
+            # without resolved values compares the options as given.
+            then = resolved_weight_normalization(
+                given_then.get("method", DEFAULTS["method"]), None, default="batch"
+            )
+            if resolved_then is None:
+                given_then = {**given_then, "weight_normalization": then}
+            else:
+                resolved_then = {**resolved_then, "weight_normalization": then}
         resolved_now = json.loads(json.dumps(self.resolved_options))
         details = []
         for key in sorted(given_now):
@@ -669,16 +696,12 @@ class TrainingJob:
 
     def _resolved_options(self, dataset):
         """What each option of `RESOLVED_OPTIONS` came to in this run (JSON values)."""
-        from clidmu_tf.models.clidmu_model import (
-            DEFAULT_META_LEARNING_RATES,
-            DEFAULT_WEIGHT_NORMALIZATION,
-        )
-        from clidmu_tf.validation import resolve_weight_normalization
+        from clidmu_tf.models.clidmu_model import DEFAULT_META_LEARNING_RATES
 
         config, data = self.config, self.data
         backbone = resolve_backbone_name(config["backbone"], dataset.input_shape)
         augment = resolve_augmentation(config["augment"], backbone)
-        meta_model, meta_objective = METHODS[config["method"]]
+        meta_model = METHODS[config["method"]][0]
         return {
             "backbone": backbone,
             "augment": dataset.augmentation if augment == "auto" else augment or "none",
@@ -703,11 +726,8 @@ class TrainingJob:
                 if len(dataset.input_shape) == 3
                 else config["image_size"]
             ),
-            "weight_normalization": resolve_weight_normalization(
-                config["weight_normalization"],
-                DEFAULT_WEIGHT_NORMALIZATION,
-                meta_model == "vri",
-                meta_objective,
+            "weight_normalization": resolved_weight_normalization(
+                config["method"], config["weight_normalization"]
             ),
         }
 

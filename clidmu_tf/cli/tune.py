@@ -112,6 +112,10 @@ def run(args):
             "choose another directory.",
         )
     settings = json.loads(json.dumps({key: getattr(args, key) for key in SEARCH_SETTINGS}))
+    # What it comes to, so that a search cannot be continued under a later default.
+    settings["weight_normalization"] = training_job.resolved_weight_normalization(
+        args.method, args.weight_normalization
+    )
     if not args.overwrite:
         _check_same_search(args, settings)
     import keras_tuner
@@ -251,6 +255,12 @@ def _check_same_search(args, settings):
             f"--out {args.out!r} holds a search whose options are not recorded ({SETTINGS_FILE} "
             "is missing or unreadable), so it cannot be resumed safely. Pass --overwrite to "
             "start afresh, or choose another --out.",
+        )
+    if "weight_normalization" not in earlier and earlier.get("method") in training_job.METHODS:
+        # Started before the option existed: Meta-Weight-Net's weights were normalised over
+        # the batch (the authors' way).
+        earlier["weight_normalization"] = training_job.resolved_weight_normalization(
+            earlier["method"], None, default="batch"
         )
     differing = [key for key in SEARCH_SETTINGS if earlier.get(key) != settings[key]]
     if differing:

@@ -15,6 +15,7 @@ from clidmu_tf.meta_models.vri_rectifier import VRIRectifier
 from clidmu_tf.metrics.clid import CLID
 from clidmu_tf.models.guarded_update import apply_if_usable
 from clidmu_tf.validation import (
+    DEFAULT_WEIGHT_NORMALIZATION,
     check_choice,
     check_class_ids,
     check_finite_inputs,
@@ -30,13 +31,6 @@ META_MODELS = ("wnet", "vri")
 META_OBJECTIVES = ("clid", "ce_clean", "ce_noisy", "mae_noisy", "none")
 LABELLED_META_OBJECTIVES = ("ce_clean", "ce_noisy", "mae_noisy")
 VIRTUAL_STEPS = ("full", "head")
-# See `CLIDMUModel`'s `weight_normalization`. "class", not the authors' "batch": on the digits
-# grid (BENCHMARKS.md, "Class collapse") the authors' normalisation lost a whole class on one
-# seed (CNN, symmetric 60%: ensemble 94.0 +- 4.7 against 96.4 +- 1.1), the MLP under
-# asymmetric 40% noise fell below plain cross-entropy (88.3 against CE's 89.7; "class" 93.1),
-# and "class" never fell below plain cross-entropy, at a cost of 0.2 to 1.1 points in the
-# other five cells.
-DEFAULT_WEIGHT_NORMALIZATION = "class"
 DATASET_ITERATORS = (tf.data.Iterator, tf.distribute.DistributedIterator)
 
 

@@ -94,7 +94,7 @@ def plot_weight_function(path, *, losses, weights, sample_losses=None, flipped=N
     lines = weight_axis.plot(losses, weights, color="black", linewidth=2,
                              label="learned weight w(loss)")
     weight_axis.set_xlabel("cross-entropy loss of a training sample")
-    weight_axis.set_ylabel("weight (before per-batch normalisation)")
+    weight_axis.set_ylabel("weight (before normalisation)")
     weight_axis.set_xlim(float(np.min(losses)), float(np.max(losses)))
     weight_axis.grid(alpha=0.3)
     if sample_losses is not None:

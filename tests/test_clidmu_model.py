@@ -655,6 +655,24 @@ def test_a_saved_cross_entropy_model_with_a_head_virtual_step_still_loads():
     assert (loaded.meta_objective, loaded.virtual_step) == ("none", "full")
 
 
+def test_a_model_saved_before_weight_normalization_loads_with_the_authors_normalisation():
+    from clidmu_tf.meta_models import VRIRectifier
+
+    class UserRectifier(VRIRectifier):
+        pass
+
+    # A rectifier of the user's own class has no sample weights either.
+    meta_models = {"wnet": "batch", "vri": None, UserRectifier(3, name="rectifier"): None}
+    with keras.saving.custom_object_scope({"UserRectifier": UserRectifier}):
+        for meta_model, expected in meta_models.items():
+            config = tiny_model(meta_model=meta_model).get_config()
+            del config["weight_normalization"]
+            assert CLIDMUModel.from_config(config).weight_normalization == expected
+    config = tiny_model(meta_objective="none").get_config()
+    del config["weight_normalization"]
+    assert CLIDMUModel.from_config(config).weight_normalization is None
+
+
 def test_fit_under_a_mirrored_strategy_with_one_replica():
     # One device (a CPU-only machine, or one GPU): the meta step's guarded update must not
     # put optimizer.apply (a synchronisation point under any strategy) inside ops.cond, or

@@ -264,7 +264,7 @@ class CLIDMUModel(keras.Model):
         weight_normalization = resolve_weight_normalization(
             weight_normalization,
             DEFAULT_WEIGHT_NORMALIZATION,
-            uses_rectifier=isinstance(meta_model, VRIRectifier) or meta_model == "vri",
+            uses_rectifier=_is_rectifier(meta_model),
             meta_objective=meta_objective,
         )
         check_positive_float("temperature", temperature)
@@ -405,20 +405,19 @@ class CLIDMUModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        # Saved before the option existed: trained with the authors' normalisation.
-        if "weight_normalization" not in config:
-            meta_model = config.get("meta_model")
-            vri = meta_model == "vri" or (
-                isinstance(meta_model, dict) and meta_model.get("class_name") == "VRIRectifier"
-            )
-            weightless = vri or config.get("meta_objective") == "none"
-            config["weight_normalization"] = None if weightless else "batch"
         if config.get("meta_objective") == "none":
             # Saved before "head" was refused without a meta update, where it changed nothing.
             config["virtual_step"] = "full"
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         if isinstance(config["meta_model"], dict):
             config["meta_model"] = keras.saving.deserialize_keras_object(config["meta_model"])
+        # Saved before the option existed: trained with the authors' normalisation. Read from
+        # the deserialised meta-model, so that a subclass of VRI's rectifier counts as one.
+        if "weight_normalization" not in config:
+            weightless = (
+                _is_rectifier(config["meta_model"]) or config.get("meta_objective") == "none"
+            )
+            config["weight_normalization"] = None if weightless else "batch"
         return cls(**config)
 
     # Training.
@@ -969,6 +968,14 @@ class CLIDMUModel(keras.Model):
                 batch_weights = self.meta_model(per_sample[:, None])[:, 0]
             weights.append(ops.convert_to_numpy(batch_weights))
         return np.concatenate(weights).astype("float32")
+
+
+def _is_rectifier(meta_model):
+    """Whether a `meta_model` argument (a name or a Keras model) is VRI's rectifier, which
+    gives no sample weights."""
+    return isinstance(meta_model, VRIRectifier) or (
+        isinstance(meta_model, str) and meta_model == "vri"
+    )
 
 
 def _to_numpy(x):

@@ -936,8 +936,8 @@ class CLIDMUModel(keras.Model):
         """How much the meta-model trusts each labelled sample, in inference mode.
 
         For Meta-Weight-Net, the weight `V(loss)` in (0, 1) before the training loss
-        normalises it (`weight_normalization`); for VRI, the rectifier's mean value at the given label. Low values
-        flag samples whose labels are likely wrong.
+        normalises it (`weight_normalization`); for VRI, the rectifier's mean value at the
+        given label. Low values flag samples whose labels are likely wrong.
 
         Args:
             x: inputs, an array (or a dict / tuple of arrays for a multi-input backbone).

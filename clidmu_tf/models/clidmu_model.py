@@ -196,8 +196,9 @@ class CLIDMUModel(keras.Model):
         temperature: temperature of CLID's feature side (0.5).
         meta_every: run the meta update every `meta_every` steps; the other steps reuse the
             current meta-model. Works under `tf.distribute` strategies (the steps with and
-            without the meta update are two compiled functions chosen from Python), except
-            with more than one replica together with `steps_per_execution` > 1.
+            without the meta update are two compiled functions chosen from Python). A meta
+            update (any `meta_every`) with more than one replica needs
+            `steps_per_execution=1`; `fit` refuses it otherwise, before any step.
         virtual_step: `"full"` (the paper's virtual step on every backbone weight, default)
             or `"head"` (only the logits layer; see above). `"head"` needs the logits to be
             a `Dense` layer applied to the features (see
@@ -658,14 +659,15 @@ class CLIDMUModel(keras.Model):
     def fit(self, x=None, y=None, **kwargs):
         self._refuse_sample_weights(kwargs)
         replicas = self.distribute_strategy.num_replicas_in_sync
-        if self.meta_every > 1 and replicas > 1 and self.steps_per_execution > 1:
-            # Several steps in one call decide the meta update in the graph, computing the
-            # meta-gradient in a tf.cond inside the steps' loop; with several replicas
-            # TensorFlow (2.21) fails to run that conditional ("You must feed a value for
-            # placeholder tensor ... while/cond/Placeholder").
+        if self.meta_objective != "none" and replicas > 1 and self.steps_per_execution > 1:
+            # Several steps in one call run inside a loop in the graph, and the meta update
+            # holds conditionals (the guarded update, and with `meta_every` > 1 the schedule);
+            # with several replicas TensorFlow (2.21) fails to run them there ("You must feed
+            # a value for placeholder tensor ... while/cond/Placeholder").
             raise ValueError(
-                "`meta_every` > 1 with more than one replica needs `steps_per_execution=1` "
-                f"in compile. Received: meta_every={self.meta_every}, {replicas} replicas, "
+                "A meta update with more than one replica needs `steps_per_execution=1` in "
+                f"compile. Received: meta_objective={self.meta_objective!r}, meta_every="
+                f"{self.meta_every}, {replicas} replicas, "
                 f"steps_per_execution={self.steps_per_execution}"
             )
         self._check_once(x, lambda: self._check_fit_data(x, y))

@@ -179,10 +179,9 @@ def planned_runs(args):
 def weights_samples(method):
     """Whether the method's meta-model gives sample weights (Meta-Weight-Net, with a meta
     update), hence takes `weight_normalization`."""
-    from clidmu_tf.cli.training_job import METHODS
+    from clidmu_tf.cli.training_job import resolved_weight_normalization
 
-    meta_model, meta_objective = METHODS[method]
-    return meta_model == "wnet" and meta_objective != "none"
+    return resolved_weight_normalization(method, None) is not None
 
 
 def job_config(config):

@@ -464,13 +464,14 @@ class CLIDMUModel(keras.Model):
         if self.weight_normalization == "batch":
             total = ops.sum(weights)
             return ops.where(total > 0, weights / ops.where(total > 0, total, 1.0), weights)
-        members = ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), self.num_classes)
-        members = ops.cast(members, "float32")
+        labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
         # Per sample: the total weight and the count of the samples of its class.
-        class_total = ops.matmul(members, ops.sum(members * weights[:, None], axis=0)[:, None])
-        class_count = ops.matmul(members, ops.sum(members, axis=0)[:, None])
-        class_total = ops.squeeze(class_total, axis=-1)
-        share = ops.squeeze(class_count, axis=-1) / ops.cast(ops.shape(weights)[0], "float32")
+        def per_class_sum(values):
+            return ops.take(ops.segment_sum(values, labels, num_segments=self.num_classes), labels)
+
+        class_total = per_class_sum(weights)
+        class_count = per_class_sum(ops.ones_like(weights))
+        share = class_count / ops.cast(ops.shape(weights)[0], "float32")
         return ops.where(
             class_total > 0, weights * share / ops.where(class_total > 0, class_total, 1.0), weights
         )
